@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .gates import Gate
-from .delta import DeltaLinear, HeadRepeat, delta_for, FORMS
+from .delta import DeltaLinear, HeadRepeat, delta_for, delta_dtype, FORMS
 
 # %% ../nbs/02_carrier.ipynb #e08ca64e
 GROUPS = ('attn_read', 'attn_q', 'attn_k', 'attn_v', 'attn_write', 'ffn_read', 'ffn_hidden', 'ffn_write')
@@ -213,10 +213,11 @@ def random_model(family:str='qwen3', # one of FAMILIES
 @torch.no_grad()
 def perturbed(model, scale:float=0.5, seed:int=1):
     "A copy of `model` with every gated projection weight and bias moved by `scale` × its std × N(0, 1)."
-    ft, lay = copy.deepcopy(model), layout_of(model)
+    ft = copy.deepcopy(model)
+    gated = _gated_names(ft, layout_of(ft))
     g = torch.Generator().manual_seed(seed)
     for name, p in ft.named_parameters():
-        if name in _gated_names(ft, lay):
+        if name in gated:
             p.add_((scale*p.float().std()*torch.randn(p.shape, generator=g)).to(p.dtype))
     return ft
 
@@ -269,13 +270,12 @@ def carrier_sparsity(model) -> dict:
 def merge_carrier(model):
     "A plain model of the carrier's class with W = W_base + M ⊙ ΔW baked into each projection."
     _check_carrier(model)
-    merged = _share_clone(model)
+    merged, lay = _share_clone(model), Layout(**model.carrier_info['layout'])
     for (i, m), dl in merged.deltas.items():
         w, b = dl.merged()
         lin = nn.Linear(dl.in_features, dl.out_features, bias=b is not None, device='meta')
         lin.weight = nn.Parameter(w, requires_grad=False)
         if b is not None: lin.bias = nn.Parameter(b, requires_grad=False)
-        lay = Layout(**model.carrier_info['layout'])
         _set_module(merged.get_submodule(lay.layers)[i], getattr(lay, m), lin)
     del merged.carrier_gates
     for k in ('gates', 'deltas', 'carrier_info'): merged.__dict__.pop(k, None)
@@ -357,7 +357,6 @@ def save_carrier(model, path) -> Path:
                 dims=_dims(model, lay), layout=info['layout'], init=info['init'], form=info['form'],
                 base_dtype=str(first.weight.dtype).removeprefix('torch.'),
                 delta_dtype=str(first.delta.dtype).removeprefix('torch.'),
-                has_bias={m: dl.delta_bias is not None for (i, m), dl in model.deltas.items() if i == 0},
                 sparsity=dict(weight=sp['weight'], gate=sp['gate']), tensors_sha256=sha256_file(tfile))
     save_json(meta, path/'carrier.json')
     return path
@@ -389,9 +388,8 @@ def load_carrier(base, path, form:str|None=None):
     for k, v in meta['dims'].items():
         if have.get(k) != v:
             raise ValueError(f"Dimension mismatch: the carrier at {str(path)!r} has {k}={v} but this base has {k}={have.get(k)}; load it onto the base it was crafted from ({meta['base'] or 'unnamed'}).")
-    carrier = _gate_model(_share_clone(base), lay,
-                          lambda i, m, l: (torch.zeros_like(delta_for(l.weight, l.weight)),
-                                           None if l.bias is None else torch.zeros_like(delta_for(l.bias, l.bias))),
+    zeros = lambda t: None if t is None else torch.zeros(t.shape, dtype=delta_dtype(t.dtype), device=t.device)
+    carrier = _gate_model(_share_clone(base), lay, lambda i, m, l: (zeros(l.weight), zeros(l.bias)),
                           form=form or meta['form'], init=meta['init'], jitter=0., seed=0)
     with safe_open(str(tf), framework='pt') as f:
         keys = set(f.keys())
