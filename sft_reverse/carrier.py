@@ -289,6 +289,10 @@ def _fsync_dir(d):
         finally: os.close(fd)
     except OSError: pass  # some filesystems do not support directory fsync
 
+def _umask():
+    m = os.umask(0o022); os.umask(m)
+    return m
+
 @contextmanager
 def atomic_path(path):
     "Yield a temporary path beside `path`; on success fsync it and rename it to `path`, on failure remove it."
@@ -299,6 +303,7 @@ def atomic_path(path):
     try:
         yield Path(tmp)
         with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
