@@ -14,7 +14,11 @@ def _readme_commands():
 
 def test_public_api_imports_in_a_fresh_interpreter():
     code = ("from sft_reverse.carrier import make_carrier, merge_carrier, carrier_sparsity, save_carrier, "
-            "load_carrier, write_channels\nfrom sft_reverse.gates import Gate\nimport sft_reverse\n"
+            "load_carrier, write_channels\nfrom sft_reverse.gates import Gate\n"
+            "from sft_reverse.data import load_rows, fixed_response, safety, shakespeare, custom, build_task, encode_chat\n"
+            "from sft_reverse.tiny import tiny_lab, tiny_config, make_corpus\nfrom sft_reverse.sft import sft\n"
+            "from sft_reverse.evals import generate, fixed_response_rate, is_refusal, refusal_rate, awr, kl_metrics\n"
+            "import sft_reverse\n"
             "print(sft_reverse.__version__)")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
