@@ -173,7 +173,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
          progress:bool=True) -> dict:
     "Algorithm 1: train gates (and ΔW) of `carrier` on `rows` under a utility budget; returns history and outcome."
     from accelerate import Accelerator
-    from sft_reverse.sft import save_checkpoint, _load_opt, _fingerprint
+    from sft_reverse.sft import save_checkpoint, resume_checkpoint, _fingerprint
     if not is_carrier(carrier) or not hasattr(carrier, 'gates'): raise TypeError("lcdd needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
     if mode not in MODES: raise ValueError(f"Unknown mode {mode!r}; use one of {MODES}.")
     if penalty_norm not in PENALTY_NORMS: raise ValueError(f"Unknown penalty_norm {penalty_norm!r}; use one of {PENALTY_NORMS}.")
@@ -202,16 +202,9 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0)
     d_opt = torch.optim.AdamW([p for _, p in deltas if p.requires_grad] or [torch.nn.Parameter(torch.zeros(1))], lr=delta_lr, weight_decay=0.0)
     start, hist, s_ema, best = 0, [], None, None
-    ck = latest_checkpoint(out_dir)
-    if ck is not None:
-        st = json.loads((ck/'state.json').read_text())
-        if st['fingerprint'] != fp:
-            raise ValueError(f"{out_dir} holds an LCDD run with other settings or data ({ck.name}); use a new out_dir, or delete it to start over.")
-        params = _read_tensors(ck/'model.safetensors')
-        with torch.no_grad():
-            for n, p in carrier.named_parameters():
-                if n in params: p.copy_(params[n].to(p))
-        if names: _load_opt(d_opt, names, _read_tensors(ck/'optim.safetensors'), st['optim'])
+    st = resume_checkpoint(out_dir, fp, carrier, d_opt, names, what='LCDD run')
+    if st is not None:
+        ck = st['path']
         ctrl = LCDDController.from_state(st['controller'])
         start, hist, s_ema = st['step'], st['history'], st['s_ema']
         if (ck/'best.safetensors').exists():
