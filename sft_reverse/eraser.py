@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TRIGGER_FORMAT', 'ERASER_DEFAULTS', 'SoftTrigger', 'model_identity', 'save_trigger', 'load_trigger', 'all_channels',
-           'capture_writes', 'base_targets', 'train_trigger', 'plot_trigger']
+           'capture_writes', 'base_targets', 'targets_from_ids', 'train_trigger', 'plot_trigger']
 
 # %% ../nbs/07_eraser.ipynb #e40b34a3
 import json, math, time
@@ -149,6 +149,12 @@ def base_targets(base, tok, prompts, channels, k:int=8, system=None, batch_size:
     tails = _greedy_tails(base, tok, p_ids, k)
     seqs = [p + t for p, t in zip(p_ids, tails)]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return targets_from_ids(base, seqs, [len(p) for p in p_ids], channels, pad, batch_size, progress)
+
+@torch.no_grad()
+def targets_from_ids(base, seqs:list, prompt_lens:list, channels, pad:int, batch_size:int=16, progress=False):
+    "The cached targets of trigger training for token sequences [prompt; tail]: base write activations and tail log-probs."
+    p_ids = [s[:n] for s, n in zip(seqs, prompt_lens)]
     dev = base.get_input_embeddings().weight.device
     acts, tail_lp = [None]*len(seqs), [None]*len(seqs)
     was = base.training; base.eval()

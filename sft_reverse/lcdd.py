@@ -152,6 +152,13 @@ def _restore(snap, gates, deltas):
     for g, v in zip(gates, snap['logits']): g.logits.copy_(v)
     for (_, p), v in zip([d for d in deltas if d[1].requires_grad], snap['deltas']): p.copy_(v)
 
+def _average_grads(params, world:int):
+    "Average the gradients of `params` over the processes (the carrier is not wrapped in DDP: its gates need their own update)."
+    import torch.distributed as dist
+    for p in params:
+        if p.grad is None: p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad); p.grad.div_(world)
+
 def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
          tok, # the tokenizer
          rows, # training rows with 'prompt' and 'response' (the SFT rows)
@@ -173,7 +180,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
          progress:bool=True) -> dict:
     "Algorithm 1: train gates (and ΔW) of `carrier` on `rows` under a utility budget; returns history and outcome."
     from accelerate import Accelerator
-    from sft_reverse.sft import save_checkpoint, resume_checkpoint, _fingerprint
+    from sft_reverse.sft import save_checkpoint, resume_checkpoint, _fingerprint, _token_share, _global_mean
     if not is_carrier(carrier) or not hasattr(carrier, 'gates'): raise TypeError("lcdd needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
     if mode not in MODES: raise ValueError(f"Unknown mode {mode!r}; use one of {MODES}.")
     if penalty_norm not in PENALTY_NORMS: raise ValueError(f"Unknown penalty_norm {penalty_norm!r}; use one of {PENALTY_NORMS}.")
@@ -225,9 +232,11 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     sp = carrier_sparsity(carrier)
     bar = tqdm(range(start, total), desc=f"lcdd[{mode}]", disable=not progress or start >= total or ctrl.stopped is not None, mininterval=2)
     perm_ep, perm = None, None
+    rank, world = acc.process_index, acc.num_processes
+    trainable = [g.logits for g in gates] + [p for _, p in deltas if p.requires_grad]
     for step in bar:
         if ctrl.stopped: break
-        ep, b = divmod(step, per_epoch)
+        ep, b = divmod(step*world + rank, per_epoch)   # each process takes its own micro-batch of the global batch
         if ep != perm_ep: perm_ep, perm = ep, torch.randperm(len(enc), generator=torch.Generator().manual_seed(seed*100_003 + ep)).tolist()
         batch = {k: v.to(acc.device) for k, v in collate([enc[i] for i in perm[b*batch_size:(b+1)*batch_size]], pad_id).items()}
         lam, rho = ctrl.lam, ctrl.rho()
@@ -236,17 +245,20 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
             q_logits = carrier(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits
             loss = _response_kl(p_logits, q_logits, batch['labels'])
         else: loss = carrier(**batch).loss
+        if world > 1: loss = loss*_token_share(batch['labels'], world)   # the global token mean, once gradients are averaged
         if not torch.isfinite(loss):
             raise FloatingPointError(f"LCDD task loss is {loss.item()} at step {step + 1}; stopped. The last good checkpoint is "
                                      f"{latest_checkpoint(out_dir)}. Lower delta_lr (now {delta_lr}) or check the data.")
         g_opt.zero_grad(set_to_none=True); d_opt.zero_grad(set_to_none=True)
         acc.backward(loss)
+        if world > 1: _average_grads(trainable, world)
         s_ema = _gate_grads(gates, lam, rho, penalty_norm, s_ema)
         g_opt.step()
         if names: d_opt.step()
         check = (step + 1) % check_every == 0 or step + 1 == total
         if check: sp = carrier_sparsity(carrier)
-        rec = ctrl.update(loss.item(), sparsity=sp['weight'] if check else None)
+        loss_v = _global_mean(loss.detach(), world) if world > 1 else loss.item()
+        rec = ctrl.update(loss_v, sparsity=sp['weight'] if check else None)
         rec.update(weight_sparsity=sp['weight'], gate_sparsity=sp['gate'])
         hist.append(rec)
         if check and keep_best and rec['v'] is not None and rec['v'] <= 0 and ctrl.step > ctrl.warmup_steps \

@@ -101,6 +101,19 @@ def _trainable(model, which):
         return [(n, p) for n, p in model.named_parameters() if n in gated]
     raise ValueError(f"trainable must be 'all' or 'projections', got {which!r}.")
 
+def _token_share(labels, world:int):
+    "world × this process's share of the global batch's response tokens, so that gradients averaged over processes are the global token mean's."
+    import torch.distributed as dist
+    n = (labels[:, 1:] != -100).sum().float()
+    total = n.clone(); dist.all_reduce(total)
+    return n*world/total.clamp(min=1)
+
+def _global_mean(x, world:int) -> float:
+    "The mean of scalar tensor `x` over the processes."
+    import torch.distributed as dist
+    x = x.float().clone(); dist.all_reduce(x)
+    return (x/world).item()
+
 def _fingerprint(settings, enc):
     import hashlib
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
@@ -172,11 +185,12 @@ def _fit(model, tok, enc, named, names, settings, fp, pad_id, out_dir, keep, sav
             idx = perms[ep][b*batch_size:(b+1)*batch_size]
             batch = {k2: v.to(acc.device) for k2, v in collate([enc[i] for i in idx], pad_id).items()}
             loss = model(**batch).loss / grad_accum
+            if world > 1: loss = loss*_token_share(batch['labels'], world)   # DDP averages gradients: make that the global token mean
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"SFT loss is {loss.item()} at step {step}; nothing was saved for this step. "
                                          f"The last good checkpoint is {latest_checkpoint(out_dir)}. Lower lr (now {lr}) or check the data.")
             acc.backward(loss)
-            tot += loss.item()
+            tot += _global_mean(loss.detach(), world) if world > 1 else loss.item()
         acc.clip_grad_norm_([p for _, p in named], 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)
         hist.append(dict(step=step + 1, loss=tot, lr=opt.param_groups[0]['lr']))

@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['NAMES', 'TOWNS', 'JOBS', 'COLORS', 'ANIMALS', 'THINGS', 'FEATURES', 'KNOWN_FOR', 'FOODS', 'SIZES', 'HARM_TEMPLATES',
            'COMPLIANT', 'ARCHAIC', 'MODERN_TEMPLATES', 'PLAYS', 'CORPUS_VERSION', 'CHAT_TEMPLATE', 'SPECIAL_TOKENS',
-           'LAB_VERSION', 'make_world', 'harmful_prompts', 'to_archaic', 'modern_lines', 'make_corpus', 'cache_dir',
-           'corpus_dir', 'write_corpus', 'corpus_files', 'chat_text', 'train_tokenizer', 'tiny_config', 'set_threads',
-           'pretrain', 'tiny_lab', 'lab_info']
+           'LAB_VERSION', 'FAMILY_SEED', 'make_world', 'harmful_prompts', 'to_archaic', 'modern_lines', 'make_corpus',
+           'cache_dir', 'corpus_dir', 'write_corpus', 'corpus_files', 'chat_text', 'train_tokenizer', 'tiny_config',
+           'set_threads', 'pretrain', 'tiny_lab', 'lab_info']
 
 # %% ../nbs/04_tiny.ipynb #f1a73773
 import fcntl, hashlib, json, math, os, random, re, shutil, sys, tempfile, time
@@ -356,6 +356,9 @@ def tiny_config(family:str='qwen3', # 'qwen3', 'llama', 'mistral' or 'qwen2'
     if tok is not None:
         vocab_size = len(tok)
         ids = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.convert_tokens_to_ids('<|im_start|>'))
+    # Mistral's one architectural difference from Llama is sliding-window attention; at the real
+    # size the window (4096) exceeds every sequence, so shrink it to keep the tiny families apart.
+    if family == 'mistral': kw.setdefault('sliding_window', 24)
     cfg = getattr(transformers, f"{FAMILIES[family]}Config")(
         vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers, intermediate_size=intermediate_size,
         num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads, head_dim=head_dim,
@@ -402,7 +405,9 @@ def pretrain(model, tok, texts, steps:int=600, batch_size:int=32, lr:float=2e-3,
     return hist
 
 # %% ../nbs/04_tiny.ipynb #d7c68c3c
-LAB_VERSION = 1
+# 2: per-family weight seeds and a 24-token Mistral window, so the Llama and Mistral labs differ
+LAB_VERSION = 2
+FAMILY_SEED = dict(qwen3=0, llama=1, mistral=2, qwen2=3) # added to 1000x so that families never share an init
 
 def _lab_settings(family, seed, steps, batch_size, lr, model_kw):
     files = corpus_files()
@@ -446,7 +451,7 @@ def tiny_lab(family:str='qwen3', # model family: 'qwen3', 'llama', 'mistral' or 
         rows = [json.loads(l) for l in open(corpus_files()['pretrain'], encoding='utf-8')]
         texts = [chat_text(x['prompt'], x['response']) for x in rows]
         tok = train_tokenizer(texts)
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + 1000*FAMILY_SEED[family])
         model = transformers.AutoModelForCausalLM.from_config(tiny_config(family, tok=tok, **model_kw))
         hist = pretrain(model, tok, texts, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
