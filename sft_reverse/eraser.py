@@ -187,6 +187,8 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
                   alpha:float=0.7, beta:float=0.1, k:int=8, R:float=1.0,
                   seed:int=0, system:str|None=None,
                   targets:dict|None=None, # precomputed base_targets for these prompts and channels
+                  out_dir=None, # checkpoint folder: training resumes from its newest checkpoint after a kill
+                  save_every:int|None=None, # checkpoint interval in steps (default: only at the end)
                   callback=None, progress:bool=True) -> dict:
     "Optimise a soft trigger so the carrier's write channels match the base model's; weights stay frozen."
     if mode not in ('circuit', 'output'): raise ValueError(f"Unknown mode {mode!r}; use 'circuit' or 'output'.")
@@ -213,12 +215,23 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
         if targets is None: targets = base_targets(base, tok, prompts, channels, k=k, system=system, progress=progress)
         return _fit_trigger(carrier, tok, trig, targets, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress,
                             channels, dict(mode=mode, L=L, steps=steps, lr=lr, batch_size=batch_size, n_prompts=len(prompts),
-                                           alpha=alpha, beta=beta, k=k, R=R, seed=seed, system=system))
+                                           alpha=alpha, beta=beta, k=k, R=R, seed=seed, system=system),
+                            out_dir=out_dir, save_every=save_every)
     finally:
         for p, f in flags.items(): p.requires_grad_(f)
 
 # %% ../nbs/07_eraser.ipynb #fb0bb6cf
-def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress, channels, settings):
+def _targets_fingerprint(settings, tg, channels) -> str:
+    "What a trigger checkpoint must agree with: the settings, the cached sequences and the channel set."
+    import hashlib
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(json.dumps(tg['seqs']).encode()); h.update(json.dumps(tg['prompt_lens']).encode())
+    h.update(json.dumps({str(i): {k: [int(x) for x in v] for k, v in c.items()} for i, c in channels.items()}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress, channels, settings,
+                 out_dir=None, save_every=None):
+    from sft_reverse.sft import save_checkpoint, resume_checkpoint, latest_checkpoint
     dev = carrier.get_input_embeddings().weight.device
     trig.to(dev)
     opt = torch.optim.Adam([trig.emb], lr=lr)
@@ -226,10 +239,18 @@ def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha
     decoder, head, emb = getattr(carrier, carrier.base_model_prefix), carrier.get_output_embeddings(), carrier.get_input_embeddings()
     n, L = len(tg['seqs']), trig.L
     g = torch.Generator().manual_seed(seed)
-    order, hist = [], []
+    order, hist, start = [], [], 0
+    fp = _targets_fingerprint(settings, tg, channels) if out_dir is not None else None
+    st = resume_checkpoint(out_dir, fp, trig, opt, ['emb'], what='trigger training') if out_dir is not None else None
+    if st:   # the trigger, Adam's moments, the batch order and the generator, as they were after step st['step']
+        start, order, hist = st['step'], st['order'], st['history']
+        g.set_state(torch.tensor(st['generator'], dtype=torch.uint8))
+    def save(step):
+        save_checkpoint(out_dir, step, {'emb': trig.emb.detach()}, opt, ['emb'],
+                        dict(fingerprint=fp, order=order, generator=g.get_state().tolist(), history=hist))
     was = carrier.training; carrier.eval()
     t0 = time.time()
-    bar = tqdm(range(steps), desc=f'trigger[{mode}]', disable=not progress, mininterval=2)
+    bar = tqdm(range(start, steps), desc=f'trigger[{mode}]', disable=not progress, mininterval=2)
     for step in bar:
         if len(order) < batch_size: order += torch.randperm(n, generator=g).tolist()
         idx, order = order[:batch_size], order[batch_size:]
@@ -253,12 +274,16 @@ def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha
             mse = ((a - tgt).pow(2)*att[..., None]).sum()/(att.sum()*a.shape[-1])
         else: mse = torch.zeros((), device=dev)
         loss = mse + alpha*kl + beta*l2
-        if not torch.isfinite(loss): raise FloatingPointError(f"Trigger loss is {loss.item()} at step {step + 1}; lower lr (now {lr}).")
+        if not torch.isfinite(loss):
+            ck = latest_checkpoint(out_dir) if out_dir is not None else None
+            raise FloatingPointError(f"Trigger loss is {loss.item()} at step {step + 1}; stopped. " + (f"The last good checkpoint is {ck}. " if ck else '')
+                                     + f"Lower lr (now {lr}) or check the prompts.")
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); trig.project_()
         rec = dict(step=step + 1, loss=loss.item(), mse=mse.item(), kl=kl.item(), l2=l2.item())
         hist.append(rec)
         if step % 20 == 0: bar.set_postfix(mse=f"{rec['mse']:.4f}", kl=f"{rec['kl']:.4f}")
         if callback: callback(rec)
+        if out_dir is not None and ((step + 1) % (save_every or steps) == 0 or step + 1 == steps): save(step + 1)
     carrier.train(was)
     return dict(trigger=trig.cpu(), history=hist, seconds=round(time.time() - t0, 2), channels=channels, settings=settings)
 

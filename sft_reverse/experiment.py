@@ -6,11 +6,11 @@
 __all__ = ['TASK_NAMES', 'CONDITIONS', 'DTYPES', 'JUDGE_NAMES', 'UTILITY_NAMES', 'TINY_DATA', 'PAPER_DATA', 'TINY_TRIGGER',
            'PAPER_TRIGGER', 'PAPER_JUDGES', 'STAGES', 'STAGE_SETTINGS', 'RunConfig', 'resolve', 'load_model',
            'facts_mcq', 'facts_accuracy', 'stage_keys', 'stage_done', 'atomic_dir', 'condition_metrics',
-           'utility_metrics', 'run', 'evaluate', 'results_table', 'plot_run', 'explore', 'demo', 'main', 'grid_configs',
-           'batch', 'aggregate']
+           'utility_metrics', 'sweep_partial', 'RunLocked', 'run_lock', 'run', 'evaluate', 'results_table', 'plot_run',
+           'explore', 'demo', 'main', 'grid_configs', 'batch', 'aggregate']
 
 # %% ../nbs/09_experiment.ipynb #0a097121
-import argparse, copy, csv, dataclasses, hashlib, io, json, math, os, shutil, subprocess, sys, tempfile, time, warnings
+import argparse, copy, csv, dataclasses, hashlib, io, json, math, os, re, shutil, subprocess, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,6 +370,10 @@ def _check_writable(out):
     except OSError as e:
         raise PermissionError(f"The output dir {str(out)!r} is not writable ({e.strerror}); pass out_dir= a folder you can write to.") from None
 
+def _write_text(path, text):
+    from sft_reverse.carrier import atomic_path
+    with atomic_path(path) as tmp: tmp.write_text(text, encoding='utf-8')
+
 def _ckpt_dir(d, key, progress):
     "Checkpoint folder `d` for a stage with fingerprint `key`: checkpoints of other settings are cleared first."
     d = Path(d); f = d/'STAGE_KEY'
@@ -377,8 +381,34 @@ def _ckpt_dir(d, key, progress):
         _log(f"{d.parent.name}: settings changed since the last checkpoints in {d}; starting this stage over", progress)
         shutil.rmtree(d)
     d.mkdir(parents=True, exist_ok=True)
-    if not f.exists(): f.write_text(key)
+    if not f.exists(): _write_text(f, key)
     return d
+
+_PARTIAL = re.compile(r"^\..+\.(tmp|old)$|^\..+\.[A-Za-z0-9_]{8}$")
+
+def sweep_partial(out) -> list:
+    "Remove what a killed writer left under `out`: the hidden temporaries of atomic writes (never loaded); returns what was removed."
+    gone = []
+    for p in sorted(Path(out).rglob('.*'), key=lambda p: -len(p.parts)):
+        if _PARTIAL.match(p.name) and p.exists():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            gone.append(p)
+    return gone
+
+class RunLocked(OSError):
+    "Another process is running in the same output dir."
+
+@contextmanager
+def run_lock(out):
+    "Hold an exclusive lock on output dir `out` (released by the OS if the process dies)."
+    import fcntl
+    f = open(Path(out)/'.lock', 'a+')
+    try:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"Another run is using the output dir {str(out)!r}; wait for it to finish or pass another out_dir.") from None
+        yield
+    finally: f.close()
 
 def _load_sft_dir(path, dtype, device):
     m = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(_device(device)).eval()
@@ -394,6 +424,11 @@ def run(cfg:RunConfig|dict|str|Path=None, # a RunConfig, a mapping of its fields
     if overrides: cfg = RunConfig.from_dict({**dataclasses.asdict(cfg), **overrides})
     res = resolve(cfg)
     out = Path(res['out_dir']); _check_writable(out)
+    with run_lock(out): return _run(res, out, progress)
+
+def _run(res, out, progress):
+    gone = sweep_partial(out)
+    if gone: _log(f"removed {len(gone)} partial file(s) left by an interrupted run, e.g. {gone[0].relative_to(out)}", progress)
     keys, times = stage_keys(res), {}
     save_json(res, out/'config.json')
     set_threads()
@@ -458,7 +493,11 @@ def run(cfg:RunConfig|dict|str|Path=None, # a RunConfig, a mapping of its fields
     if not stage_done(out, 'trigger', keys['trigger']):
         _log(f"trigger: training the SFT-Eraser ({res['trigger']['steps']} steps)", progress)
         kw = dict(res['trigger'])
-        tr = train_trigger(carrier, base, tok, task.prompts('train'), seed=res['seed'], progress=progress, **kw)
+        from sft_reverse.sft import latest_checkpoint
+        ck_dir = _ckpt_dir(out/'trigger'/'ckpt', keys['trigger'], progress)
+        if latest_checkpoint(ck_dir) is not None: _log(f"trigger: resuming trigger training from {latest_checkpoint(ck_dir).name}", progress)
+        tr = train_trigger(carrier, base, tok, task.prompts('train'), seed=res['seed'], progress=progress, out_dir=ck_dir,
+                           save_every=res['checkpoint_every'], **kw)
         save_trigger(tr['trigger'], out/'trigger', carrier, channels=tr['channels'], settings=tr['settings'])
         save_json(dict(history=tr['history'], seconds=tr['seconds']), out/'trigger'/'history.json')
         _mark_done(out, 'trigger', keys['trigger'])
@@ -480,7 +519,7 @@ def run(cfg:RunConfig|dict|str|Path=None, # a RunConfig, a mapping of its fields
                    n=dict(train=len(task.train), eval=len(task.eval)), config=res, stage_keys=keys,
                    timings=times, versions=_versions())
     save_json(results, out/'results.json')
-    (out/'tables.md').write_text(results_table(results) + '\n')
+    _write_text(out/'tables.md', results_table(results) + '\n')
     try: plot_run(out, carrier)
     except Exception as e: warnings.warn(f"Plotting failed ({e}); the results are unaffected.")
     return results
@@ -545,13 +584,19 @@ def results_table(results:dict) -> str:
                [f"{h} @{_NAMES[x]}" for k, h in util for x in CONDITIONS]
         row = [results['name'], f"{_pct(sp['weight'])}%"] + [_pct(c[x].get(k)) for k, _ in cols for x in CONDITIONS] + \
               [f"{kl[k]:.3f}" for k, _ in _KL] + [_pct(c[x].get(k)) for k, _ in util for x in CONDITIONS]
-        return '\n'.join([title, '', '| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head), '| ' + ' | '.join(row) + ' |'])
-    head = ['condition'] + [h for _, h in cols] + [h for _, h in util] + ['KL P‖Q', 'value']
-    lines = [title, '', '| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)]
+        wide = ['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head), '| ' + ' | '.join(row) + ' |']
+        return '\n'.join([title, ''] + wide + ['', 'Per condition:', ''] + _condition_rows(c, kl, sp, cols, util))
+    return '\n'.join([title, ''] + _condition_rows(c, kl, sp, cols, util))
+
+def _condition_rows(c, kl, sp, cols, util) -> list:
+    "The Tables 2–3 layout: a row per condition, its sparsity (LCDD and Trig share the carrier's), and the KL it is compared by."
+    sps = dict(base='–', sft='0.0%', lcdd=f"{_pct(sp['weight'])}%", trig=f"{_pct(sp['weight'])}%")
+    head = ['condition', 'sparsity'] + [h for _, h in cols] + [h for _, h in util] + ['KL P‖Q', 'value']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)]
     for i, x in enumerate(CONDITIONS):
         klc = ['', ''] if i == 0 else [_KL[i-1][1], f"{kl[_KL[i-1][0]]:.3f}"]
-        lines.append('| ' + ' | '.join([_NAMES[x]] + [_pct(c[x].get(k)) for k, _ in cols] + [_pct(c[x].get(k)) for k, _ in util] + klc) + ' |')
-    return '\n'.join(lines)
+        lines.append('| ' + ' | '.join([_NAMES[x], sps[x]] + [_pct(c[x].get(k)) for k, _ in cols] + [_pct(c[x].get(k)) for k, _ in util] + klc) + ' |')
+    return lines
 
 # %% ../nbs/09_experiment.ipynb #ed37c542
 def plot_run(out, carrier=None) -> list:
@@ -560,7 +605,9 @@ def plot_run(out, carrier=None) -> list:
     out = Path(out); (out/'plots').mkdir(exist_ok=True)
     saved = []
     def keep(fig, name):
-        fig.savefig(out/'plots'/name, dpi=90, bbox_inches='tight'); plt.close(fig); saved.append(out/'plots'/name)
+        from sft_reverse.carrier import atomic_path
+        with atomic_path(out/'plots'/name) as tmp: fig.savefig(tmp, format='png', dpi=90, bbox_inches='tight')
+        plt.close(fig); saved.append(out/'plots'/name)
     if (out/'sft'/'history.json').exists(): keep(plot_history(json.loads((out/'sft'/'history.json').read_text())), 'sft.png')
     if (out/'lcdd'/'history.json').exists(): keep(plot_lcdd(json.loads((out/'lcdd'/'history.json').read_text())), 'lcdd.png')
     if (out/'trigger'/'history.json').exists(): keep(plot_trigger(json.loads((out/'trigger'/'history.json').read_text())), 'trigger.png')
@@ -638,6 +685,7 @@ def main(argv=None):
     from sft_reverse.bench import add_bench_args, bench_main
     add_bench_args(sub.add_parser('bench', help='LCDD, eraser and generation costs as measured ratios (see nbs/11_bench)'))
     a = ap.parse_args(argv)
+    if getattr(a, 'quiet', False): transformers.utils.logging.disable_progress_bar()
     try:
         if a.cmd == 'demo': demo(a.task, a.out, progress=not a.quiet)
         elif a.cmd == 'run':

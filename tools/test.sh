@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv (idempotent) and run every test:
-#   1. sft_reverse/ must be what nbdev_export makes from nbs/ (notebooks are the source);
+#   1. sft_reverse/ must be what nbdev_export makes from nbs/ (notebooks are the source),
+#      and README.md what tools/readme.py makes from nbs/index.ipynb;
 #   2. every notebook passes nbdev_test (cells flagged slow/cuda are skipped);
 #   3. pytest tests/ (subprocess and packaging checks).
 set -euo pipefail
@@ -22,6 +23,8 @@ if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$(git status --porcelain -- 
   echo "FAIL: sft_reverse/ differs from what is committed. Run nbdev_export and commit the result."
   exit 1
 fi
+
+python tools/readme.py --check
 
 echo "== 2. notebooks (nbdev_test)"
 nbdev_test --n_workers "${NB_WORKERS:-1}" --timing

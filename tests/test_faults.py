@@ -1,0 +1,122 @@
+"""The fault suite: a real `sft-reverse run` in the tiny lab is killed with SIGKILL at a random point inside each
+stage (SFT, LCDD, trigger training, evaluation), for 5 seeds of the kill points. After each kill the same command
+is run again; it must complete, give a results.json identical to an uninterrupted run's (timings apart), and leave
+no half-written artifact: every file in the output dir loads.
+
+The run is small (a few seconds a stage) so that the 20 kills fit in CI. Stages that finished before the stage
+under test are copied from the uninterrupted run, which is what a rerun would find on disk anyway.
+"""
+import json, os, random, shutil, signal, subprocess, sys, threading, time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors import safe_open
+
+CFG = dict(task='fixed_response', n_train=48, n_eval=8, max_new_tokens=16, checkpoint_every=3, seed=0,
+           sft=dict(max_steps=12, batch_size=8),
+           lcdd=dict(max_steps=30, warmup_steps=6, check_every=3, batch_size=8),
+           trigger=dict(steps=60, n_prompts=16, batch_size=8))
+STAGES = {'sft': 'sft: fine-tuning', 'lcdd': 'lcdd: crafting', 'trigger': 'trigger: training', 'eval': 'eval: the four'}
+BEFORE = {'sft': ['data'], 'lcdd': ['data', 'sft'], 'trigger': ['data', 'sft', 'lcdd'], 'eval': ['data', 'sft', 'lcdd', 'trigger']}
+SEEDS = range(5)
+ENV = dict(os.environ, TRANSFORMERS_VERBOSITY='error', HF_HUB_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
+
+
+def _cmd(cfg_path, quiet=True):
+    return [sys.executable, '-m', 'sft_reverse.experiment', 'run', str(cfg_path)] + (['--quiet'] if quiet else [])
+
+
+def _write_cfg(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    f = d/'cfg.yaml'
+    f.write_text(yaml.safe_dump(dict(CFG, out_dir=str(d/'out'))))
+    return f
+
+
+def _comparable(results: dict) -> dict:
+    "results.json without what legitimately differs between two runs: timings and the output dir."
+    r = {k: v for k, v in results.items() if k != 'timings'}
+    r['config'] = {k: v for k, v in r['config'].items() if k != 'out_dir'}
+    return r
+
+
+def _check_loads(out: Path):
+    "Every file in `out` is complete: JSON parses, safetensors read fully, PNGs end, no temporaries are left."
+    for f in sorted(p for p in out.rglob('*') if p.is_file()):
+        assert not (f.name.startswith('.') and f.name != '.lock'), f"a temporary was left behind: {f}"
+        if f.suffix == '.json': json.loads(f.read_text())
+        elif f.suffix == '.safetensors':
+            with safe_open(str(f), framework='pt') as s:
+                for k in s.keys(): s.get_tensor(k)
+        elif f.suffix in ('.yaml', '.yml'): yaml.safe_load(f.read_text())
+        elif f.suffix == '.png':
+            b = f.read_bytes(); assert b.startswith(b'\x89PNG') and b.rstrip().endswith(b'IEND\xaeB`\x82'), f
+        elif f.suffix in ('.md', '.txt', '.jinja', '') : f.read_text(encoding='utf-8')
+    for d in (p for p in out.rglob('*') if p.is_dir()):
+        assert not d.name.startswith('.'), f"a temporary folder was left behind: {d}"
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    "One uninterrupted run, and a second one from scratch to show the run is deterministic."
+    root = tmp_path_factory.mktemp('faults')
+    outs = []
+    for name in ('ref', 'again'):
+        cfg = _write_cfg(root/name)
+        p = subprocess.run(_cmd(cfg), env=ENV, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-3000:]
+        outs.append(root/name/'out')
+    return root, outs
+
+
+def test_same_config_same_results(reference):
+    _, (a, b) = reference
+    ra, rb = (json.loads((o/'results.json').read_text()) for o in (a, b))
+    assert _comparable(ra) == _comparable(rb)
+    _check_loads(a)
+
+
+def _kill_in(stage: str, cfg: Path, delay: float):
+    "Start the run, wait until `stage` begins, SIGKILL it `delay` seconds later; returns the stage the kill landed in (or None)."
+    p = subprocess.Popen(_cmd(cfg, quiet=False), env=ENV, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    seen, started = [], threading.Event()
+    def read():
+        for line in p.stderr:
+            for s, msg in STAGES.items():
+                if msg in line: seen.append(s)
+            if stage in seen: started.set()
+    t = threading.Thread(target=read, daemon=True); t.start()
+    while not started.is_set() and p.poll() is None: time.sleep(0.01)
+    if p.poll() is not None: t.join(); return None
+    time.sleep(delay)
+    landed = seen[-1] if p.poll() is None else None
+    p.send_signal(signal.SIGKILL); p.wait(); t.join(timeout=5)
+    return landed
+
+
+@pytest.mark.parametrize('stage', list(STAGES))
+def test_kill_and_rerun(reference, stage):
+    root, (ref, _) = reference
+    want = _comparable(json.loads((ref/'results.json').read_text()))
+    t_ref = json.loads((ref/'results.json').read_text())['timings'][f"{stage}_time_s"]
+    report = []
+    for seed in SEEDS:
+        rng = random.Random(1000*seed + list(STAGES).index(stage))
+        d = root/f"{stage}-s{seed}"
+        for attempt in range(4):
+            shutil.rmtree(d, ignore_errors=True)
+            cfg = _write_cfg(d)
+            for s in BEFORE[stage]: shutil.copytree(ref/s, d/'out'/s)
+            delay = rng.uniform(0.05, 0.9)*t_ref/(2**attempt)
+            landed = _kill_in(stage, cfg, delay)
+            if landed == stage: break
+        else: pytest.fail(f"could not land a kill inside {stage} (seed {seed}, last delay {delay:.2f}s, landed {landed})")
+        p = subprocess.run(_cmd(cfg), env=ENV, capture_output=True, text=True)
+        assert p.returncode == 0, f"rerun after a kill in {stage} (seed {seed}, {delay:.2f}s) failed:\n{p.stderr[-3000:]}"
+        got = _comparable(json.loads((d/'out'/'results.json').read_text()))
+        assert got == want, f"results differ after a kill in {stage} (seed {seed}, {delay:.2f}s in)"
+        _check_loads(d/'out')
+        report.append(f"{delay:.2f}s")
+        shutil.rmtree(d)
+    print(f"{stage}: killed at {report} into the stage; every rerun completed with identical results")
