@@ -184,7 +184,7 @@ def resolve(cfg:RunConfig) -> dict:
     n_train = cfg.n_train if cfg.n_train is not None else sizes['n_train']
     n_eval = cfg.n_eval if cfg.n_eval is not None else sizes['n_eval']
     sft_s = dict(TINY_SFT if tiny else PAPER_SFT, **cfg.sft)
-    lcdd_s = dict(lcdd_preset(t, tiny=tiny), mode='joint', **{k: v for k, v in cfg.lcdd.items()})
+    lcdd_s = {**lcdd_preset(t, tiny=tiny), 'mode': 'joint', **cfg.lcdd}
     trig_s = dict(TINY_TRIGGER if tiny else PAPER_TRIGGER, **cfg.trigger)
     judges = cfg.judges if cfg.judges != ['offline'] or tiny else PAPER_JUDGES[t]
     utility = cfg.utility or ({'facts': {}} if _is_tiny(cfg.base) else {'mmlu': {'limit': 1000}, 'hellaswag': {'limit': 1000}})
@@ -351,7 +351,10 @@ def utility_metrics(model, tok, specs:dict, trigger=None) -> dict:
     out = {}
     for name, kw in specs.items():
         kw = dict(kw)
-        if name == 'facts': out['facts'] = facts_accuracy(model, tok, facts_mcq(seed=kw.pop('seed', 0)), trigger=trigger)['acc']; continue
+        if name == 'facts':
+            rows = facts_mcq(seed=kw.pop('seed', 0))
+            if kw.get('limit'): rows = rows[::max(1, len(rows)//kw['limit'])][:kw['limit']]
+            out['facts'] = facts_accuracy(model, tok, rows, trigger=trigger)['acc']; continue
         limit, src = kw.pop('limit', None), kw.pop('src', None)
         rows = load_mmlu(src, split='test') if name == 'mmlu' else load_hellaswag(src) if src else load_hellaswag(split='validation')
         if limit: rows = rows[::max(1, len(rows)//limit)][:limit]
@@ -730,7 +733,8 @@ def grid_configs(grid) -> list:
 # %% ../nbs/09_experiment.ipynb #feae811e
 def _template():
     "nbs/runs/run.ipynb of this checkout (the batch template)."
-    for base in (Path(__file__).resolve().parent.parent, Path.cwd(), Path.cwd().parent):
+    here = [Path(__file__).resolve().parent.parent] if '__file__' in globals() else []   # the package's checkout (not in a notebook)
+    for base in here + [Path.cwd(), Path.cwd().parent]:
         f = base/'nbs'/'runs'/'run.ipynb'
         if f.exists(): return f
     raise FileNotFoundError("The batch template nbs/runs/run.ipynb was not found; run from the repository checkout or pass --template.")

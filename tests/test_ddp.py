@@ -1,6 +1,9 @@
-"""Two CPU processes under `accelerate launch` (DDP, gloo) train SFT and LCDD to the same weights, gates and ΔW
-as one process with the same global batch."""
-import os, subprocess, sys, textwrap
+"""Two CPU processes (DDP over gloo, launched with torch.distributed.run as `accelerate launch` does on GPUs) train SFT
+and LCDD to the same weights, gates and ΔW as one process with the same global batch.
+
+On a CPU, `accelerate launch --cpu --num_processes 2` starts a single process (accelerate 1.15), so the test uses
+torchrun directly; the training code sees the same environment either way."""
+import os, socket, subprocess, sys, textwrap
 from pathlib import Path
 
 import torch
@@ -18,7 +21,7 @@ SCRIPT = textwrap.dedent('''
     from sft_reverse.lcdd import lcdd
     out, bs = Path(sys.argv[1]), int(sys.argv[2])
     torch.set_num_threads(1)
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())   # on a CPU, the gloo process group
     base, tok = tiny_lab(progress=False)
     rows = fixed_response(corpus_files()['alpaca'], n_train=64, n_eval=8).train
     ft = copy.deepcopy(base)
@@ -29,6 +32,7 @@ SCRIPT = textwrap.dedent('''
         out.mkdir(parents=True, exist_ok=True)
         save_file({n: p.detach().contiguous() for n, p in ft.named_parameters()}, str(out/'sft.safetensors'))
         save_file({n: p.detach().contiguous() for n, p in c.named_parameters() if n.endswith(('logits', 'delta'))}, str(out/'lcdd.safetensors'))
+        (out/'world.txt').write_text(str(state.num_processes))
         (out/'losses.txt').write_text(repr([x['loss'] for x in h['history']] + [x['loss'] for x in r['history']]))
 ''')
 
@@ -37,17 +41,20 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1', TRANSFORMERS_VERBOSITY='error')
     one = subprocess.run([sys.executable, str(tmp_path/'train.py'), str(tmp_path/'one'), '8'], env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-3000:]
-    launch = [sys.executable, '-m', 'accelerate.commands.launch', '--cpu', '--num_processes', '2', '--num_machines', '1',
-              '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', '29517',
-              str(tmp_path/'train.py'), str(tmp_path/'two'), '4']
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    launch = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+              '--master_port', str(port), str(tmp_path/'train.py'), str(tmp_path/'two'), '4']
     two = subprocess.run(launch, env=env, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path/'two'/'world.txt').read_text() == '2', "the launch did not start two processes"
     a_sft, b_sft = load_file(str(tmp_path/'one'/'sft.safetensors')), load_file(str(tmp_path/'two'/'sft.safetensors'))
     a, b = load_file(str(tmp_path/'one'/'lcdd.safetensors')), load_file(str(tmp_path/'two'/'lcdd.safetensors'))
     assert set(a_sft) == set(b_sft) and set(a) == set(b) and len(a) > 0
     assert max((a_sft[k] - b_sft[k]).abs().max().item() for k in a_sft) < 1e-5
     logits = [k for k in a if k.endswith('logits')]
     assert all(torch.equal(a[k] > 0, b[k] > 0) for k in logits)          # identical gates
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5       # logits and ΔW
+    # logits and ΔW: the gate gradient is divided by a running mean of |∂L/∂m| (the sensitivity normalisation), which
+    # turns float32 reduction-order noise (~1e-7) into ~1e-5 on logits of order 1; a wrong batch split gives ~1e-1
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
     la, lb = eval((tmp_path/'one'/'losses.txt').read_text()), eval((tmp_path/'two'/'losses.txt').read_text())
     assert len(la) == len(lb) and max(abs(x - y) for x, y in zip(la, lb)) < 1e-4

@@ -15,8 +15,9 @@ from safetensors import safe_open
 
 CFG = dict(task='fixed_response', n_train=48, n_eval=8, max_new_tokens=16, checkpoint_every=3, seed=0,
            sft=dict(max_steps=12, batch_size=8),
-           lcdd=dict(max_steps=30, warmup_steps=6, check_every=3, batch_size=8),
-           trigger=dict(steps=60, n_prompts=16, batch_size=8))
+           lcdd=dict(max_steps=24, warmup_steps=6, check_every=3, batch_size=8, stall_patience=1000),
+           trigger=dict(steps=30, n_prompts=16, batch_size=8),
+           utility=dict(facts=dict(limit=40)))
 STAGES = {'sft': 'sft: fine-tuning', 'lcdd': 'lcdd: crafting', 'trigger': 'trigger: training', 'eval': 'eval: the four'}
 BEFORE = {'sft': ['data'], 'lcdd': ['data', 'sft'], 'trigger': ['data', 'sft', 'lcdd'], 'eval': ['data', 'sft', 'lcdd', 'trigger']}
 SEEDS = range(5)
