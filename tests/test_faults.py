@@ -1,12 +1,16 @@
 """The fault suite: a real `sft-reverse run` in the tiny lab is killed with SIGKILL at a random point inside each
-stage (SFT, LCDD, trigger training, evaluation), for 5 seeds of the kill points. After each kill the same command
-is run again; it must complete, give a results.json identical to an uninterrupted run's (timings apart), and leave
-no half-written artifact: every file in the output dir loads.
+stage (SFT, LCDD, trigger training, evaluation), for 5 seeds of the kill points: 20 kills.
 
-The run is small (a few seconds a stage) so that the 20 kills fit in CI. Stages that finished before the stage
-under test are copied from the uninterrupted run, which is what a rerun would find on disk anyway.
+For each seed, one output dir goes through the whole life of a run that keeps being killed: the command is started,
+killed inside SFT, started again, killed inside LCDD, started again, killed inside trigger training, started again,
+killed inside evaluation, and started a last time. After every kill, every file under its real name loads (a killed
+writer may leave only hidden temporaries, which the next start removes). The last start must complete, leave no
+temporaries, and give a results.json identical to an uninterrupted run's (timings apart). A second uninterrupted run
+from scratch shows that the run is deterministic, so "identical" is the right bar.
+
+The run is small (a few seconds a stage) so that the 20 kills fit in CI.
 """
-import json, os, random, shutil, signal, subprocess, sys, threading, time
+import json, os, random, signal, subprocess, sys, threading, time
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,6 @@ CFG = dict(task='fixed_response', n_train=48, n_eval=8, max_new_tokens=16, check
            trigger=dict(steps=30, n_prompts=16, batch_size=8),
            utility=dict(facts=dict(limit=40)))
 STAGES = {'sft': 'sft: fine-tuning', 'lcdd': 'lcdd: crafting', 'trigger': 'trigger: training', 'eval': 'eval: the four'}
-BEFORE = {'sft': ['data'], 'lcdd': ['data', 'sft'], 'trigger': ['data', 'sft', 'lcdd'], 'eval': ['data', 'sft', 'lcdd', 'trigger']}
 SEEDS = range(5)
 ENV = dict(os.environ, TRANSFORMERS_VERBOSITY='error', HF_HUB_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
 
@@ -96,28 +99,37 @@ def _kill_in(stage: str, cfg: Path, delay: float):
     return landed
 
 
-@pytest.mark.parametrize('stage', list(STAGES))
-def test_kill_and_rerun(reference, stage):
+def _check_complete_files(out: Path):
+    "Right after a kill: every file under its real name is complete (hidden temporaries are the next run's to sweep)."
+    for f in sorted(p for p in out.rglob('*') if p.is_file() and not any(x.startswith('.') for x in p.relative_to(out).parts)):
+        if f.suffix == '.json': json.loads(f.read_text())
+        elif f.suffix == '.safetensors':
+            with safe_open(str(f), framework='pt') as s:
+                for k in s.keys(): s.get_tensor(k)
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+def test_kill_in_every_stage_and_rerun(reference, seed):
+    "One run, killed once inside each stage in turn; each kill is followed by the same command again."
     root, (ref, _) = reference
     want = _comparable(json.loads((ref/'results.json').read_text()))
-    t_ref = json.loads((ref/'results.json').read_text())['timings'][f"{stage}_time_s"]
-    report = []
-    for seed in SEEDS:
-        rng = random.Random(1000*seed + list(STAGES).index(stage))
-        d = root/f"{stage}-s{seed}"
+    t_ref = json.loads((ref/'results.json').read_text())['timings']
+    rng = random.Random(seed)
+    d = root/f"chain-s{seed}"
+    cfg = _write_cfg(d)
+    report = {}
+    for stage in STAGES:
         for attempt in range(4):
-            shutil.rmtree(d, ignore_errors=True)
-            cfg = _write_cfg(d)
-            for s in BEFORE[stage]: shutil.copytree(ref/s, d/'out'/s)
-            delay = rng.uniform(0.05, 0.9)*t_ref/(2**attempt)
+            delay = rng.uniform(0.05, 0.9)*t_ref[f"{stage}_time_s"]/(2**attempt)
             landed = _kill_in(stage, cfg, delay)
             if landed == stage: break
-        else: pytest.fail(f"could not land a kill inside {stage} (seed {seed}, last delay {delay:.2f}s, landed {landed})")
-        p = subprocess.run(_cmd(cfg), env=ENV, capture_output=True, text=True)
-        assert p.returncode == 0, f"rerun after a kill in {stage} (seed {seed}, {delay:.2f}s) failed:\n{p.stderr[-3000:]}"
-        got = _comparable(json.loads((d/'out'/'results.json').read_text()))
-        assert got == want, f"results differ after a kill in {stage} (seed {seed}, {delay:.2f}s in)"
-        _check_loads(d/'out')
-        report.append(f"{delay:.2f}s")
-        shutil.rmtree(d)
-    print(f"{stage}: killed at {report} into the stage; every rerun completed with identical results")
+            assert landed is None or list(STAGES).index(landed) < list(STAGES).index(stage), f"overshot into {landed}"
+        else: pytest.fail(f"could not land a kill inside {stage} (seed {seed}, last delay {delay:.2f}s)")
+        _check_complete_files(d/'out')
+        report[stage] = round(delay, 2)
+    p = subprocess.run(_cmd(cfg), env=ENV, capture_output=True, text=True)
+    assert p.returncode == 0, f"the rerun after the kills {report} failed:\n{p.stderr[-3000:]}"
+    got = _comparable(json.loads((d/'out'/'results.json').read_text()))
+    assert got == want, f"results differ from the uninterrupted run after kills at {report} s into each stage"
+    _check_loads(d/'out')
+    print(f"seed {seed}: killed at {report} s into each stage; the rerun completed with identical results")
