@@ -818,4 +818,4 @@ def aggregate(paths:list, out=None) -> dict:
 
 # %% ../nbs/09_experiment.ipynb #f84749a4
 #| eval: false
-if __name__ == '__main__': sys.exit(main())
+if __name__ == '__main__' and 'ipykernel' not in sys.modules: sys.exit(main())
