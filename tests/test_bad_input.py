@@ -1,13 +1,13 @@
 """The bad-input table (README, "Reliability"): one test per row. Each error must name the cause and the fix,
 and nothing on disk may be lost by it. Models are small random ones built here, or the tiny lab (cached)."""
-import json, math, os, shutil
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
-from sft_reverse.carrier import random_model, perturbed, make_carrier, save_carrier, load_carrier, set_gates
+from sft_reverse.carrier import random_model, perturbed, make_carrier, save_carrier, load_carrier
 from sft_reverse.data import load_rows, custom
 from sft_reverse.eraser import SoftTrigger, save_trigger, load_trigger, train_trigger
 from sft_reverse.experiment import RunConfig, run, load_model, main
