@@ -438,7 +438,6 @@ def _run(res, out, progress):
     t0 = time.time()
     base, tok = load_model(res['base'], res['dtype'], res['device'], res['trust_remote_code'], progress)
     times['load_time_s'] = round(time.time() - t0, 2)
-    run_id = dict(name=res['name'], keys=keys)
 
     # data
     t0 = time.time()
