@@ -18,6 +18,7 @@ from .lcdd import _gate_grads, _lcdd_params
 from .eraser import SoftTrigger, capture_writes, targets_from_ids, _fit_trigger
 from .evals import _generate_ids
 from .tiny import tiny_lab, set_threads
+from .sft import autocast, grad_scaler, check_mixed_precision
 
 # %% ../nbs/11_bench.ipynb #48175493
 SHAPES = {
@@ -62,33 +63,38 @@ def _batch(model, batch:int, seq:int, seed:int=0):
 def _sync(dev):
     if torch.device(dev).type == 'cuda': torch.cuda.synchronize()
 
-def lcdd_stepper(carrier, batch, delta_lr:float=2e-5, gate_lr:float=0.1):
+def lcdd_stepper(carrier, batch, delta_lr:float=2e-5, gate_lr:float=0.1, mixed_precision:str='no'):
     "A function that runs one LCDD training step (joint mode) of `carrier` on `batch`."
+    dev = carrier.get_input_embeddings().weight.device
     gates, deltas = _lcdd_params(carrier, 'joint')
     g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0)
     d_opt = torch.optim.AdamW([p for _, p in deltas if p.requires_grad], lr=delta_lr, weight_decay=0.0)
     state = dict(s_ema=None)
     carrier.train()
+    scaler = grad_scaler(mixed_precision, dev)
     def step():
-        loss = carrier(**batch).loss
+        with autocast(mixed_precision, dev): loss = carrier(**batch).loss.float()
         g_opt.zero_grad(set_to_none=True); d_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(g_opt); scaler.unscale_(d_opt)
         state['s_ema'] = _gate_grads(gates, 1.0, 1.0, 'sensitivity', state['s_ema'])
-        g_opt.step(); d_opt.step()
+        scaler.step(g_opt); scaler.step(d_opt); scaler.update()
         return loss.item()
     return step
 
-def sft_stepper(model, batch, lr:float=2e-5):
+def sft_stepper(model, batch, lr:float=2e-5, mixed_precision:str='no'):
     "A function that runs one full-SFT step (AdamW on every gated matrix's weight) of `model` on `batch`."
     names = _gated_names(model, layout_of(model))
     params = [p for n, p in model.named_parameters() if n in names]
     for p in model.parameters(): p.requires_grad_(False)
     for p in params: p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    dev = model.get_input_embeddings().weight.device
+    scaler = grad_scaler(mixed_precision, dev)
     model.train()
     def step():
-        loss = model(**batch).loss
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        with autocast(mixed_precision, dev): loss = model(**batch).loss.float()
+        opt.zero_grad(set_to_none=True); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
         return loss.item()
     return step
 
@@ -98,7 +104,7 @@ class _IdTok:
     def __init__(self, pad:int, eos:int): self.pad_token_id, self.eos_token_id = pad, eos
     def decode(self, ids, skip_special_tokens=True): return ' '.join(map(str, ids))
 
-def eraser_steppers(carrier, base, batch:int, seq:int, k:int=8, L:int=20, seed:int=0):
+def eraser_steppers(carrier, base, batch:int, seq:int, k:int=8, L:int=20, seed:int=0, mixed_precision:str='no'):
     "(cached trigger step, uncached trigger step, forward+backward yardstick) on one batch of [prompt; k-token tail] sequences."
     V = carrier.get_input_embeddings().weight.shape[0]
     g = torch.Generator().manual_seed(seed + 1)
@@ -117,16 +123,17 @@ def eraser_steppers(carrier, base, batch:int, seq:int, k:int=8, L:int=20, seed:i
             finally:
                 for p, v in flags.items(): p.requires_grad_(v)
         return g_
+    mp = dict(mixed_precision=mixed_precision)
     def cached():
-        return _fit_trigger(carrier, tok, trig, tg, capture_writes(carrier, ch), 'circuit', 1, 3e-3, batch, 0.7, 0.1, seed, None, False, ch, {})
+        return _fit_trigger(carrier, tok, trig, tg, capture_writes(carrier, ch), 'circuit', 1, 3e-3, batch, 0.7, 0.1, seed, None, False, ch, {}, **mp)
     def uncached():
-        t = targets_from_ids(base, seqs, plens, ch, pad=0, batch_size=batch)
-        return _fit_trigger(carrier, tok, trig, t, capture_writes(carrier, ch), 'circuit', 1, 3e-3, batch, 0.7, 0.1, seed, None, False, ch, {})
+        with autocast(mixed_precision, dev): t = targets_from_ids(base, seqs, plens, ch, pad=0, batch_size=batch)
+        return _fit_trigger(carrier, tok, trig, t, capture_writes(carrier, ch), 'circuit', 1, 3e-3, batch, 0.7, 0.1, seed, None, False, ch, {}, **mp)
     ids = torch.tensor(seqs, device=dev); emb = carrier.get_input_embeddings()
     e = trig.emb.detach().clone().to(dev).requires_grad_(True)
     def fwd_bwd():
         x = torch.cat([e.to(emb.weight.dtype).unsqueeze(0).expand(batch, -1, -1), emb(ids)], 1)
-        out = carrier(inputs_embeds=x, attention_mask=torch.ones(x.shape[:2], dtype=torch.long, device=dev)).logits
+        with autocast(mixed_precision, dev): out = carrier(inputs_embeds=x, attention_mask=torch.ones(x.shape[:2], dtype=torch.long, device=dev)).logits
         out.float().logsumexp(-1).mean().backward()
         e.grad = None
     return frozen(cached), frozen(uncached), frozen(fwd_bwd)
@@ -155,7 +162,7 @@ def interleave(fns:dict, reps:int=5, device='cpu', warmup:int=1) -> dict:
 def _rss() -> int:
     with open('/proc/self/statm') as f: return int(f.read().split()[1])*os.sysconf('SC_PAGE_SIZE')
 
-def _mem_mode(mode, shape, layers, batch, seq, dtype, device) -> dict:
+def _mem_mode(mode, shape, layers, batch, seq, dtype, device, mixed_precision='no') -> dict:
     "Peak memory of 3 training steps of `mode` ('lcdd' or 'sft'), in this process."
     dt = getattr(torch, dtype)
     base = shape_model(shape, layers, dt, device)
@@ -165,7 +172,7 @@ def _mem_mode(mode, shape, layers, batch, seq, dtype, device) -> dict:
         gc.collect()
     else: model = ft; del base; gc.collect()
     b = _batch(model, batch, seq)
-    step = lcdd_stepper(model, b) if mode == 'lcdd' else sft_stepper(model, b)
+    step = lcdd_stepper(model, b, mixed_precision=mixed_precision) if mode == 'lcdd' else sft_stepper(model, b, mixed_precision=mixed_precision)
     cuda = torch.device(device).type == 'cuda'
     if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
     before, peak, stop = _rss(), [0], threading.Event()
@@ -179,11 +186,11 @@ def _mem_mode(mode, shape, layers, batch, seq, dtype, device) -> dict:
     peak[0] = max(peak[0], _rss())
     return dict(mode=mode, rss_before=before, peak=torch.cuda.max_memory_allocated() if cuda else peak[0], kind='cuda_allocated' if cuda else 'rss')
 
-def peak_memory(shape='tiny', layers=None, batch:int=8, seq:int=256, dtype='float32', device='cpu') -> dict:
+def peak_memory(shape='tiny', layers=None, batch:int=8, seq:int=256, dtype='float32', device='cpu', mixed_precision='no') -> dict:
     "Peak memory of LCDD and full SFT training, each measured in its own subprocess."
     out = {}
     for mode in ('lcdd', 'sft'):
-        args = json.dumps(dict(mode=mode, shape=shape, layers=layers, batch=batch, seq=seq, dtype=dtype, device=device))
+        args = json.dumps(dict(mode=mode, shape=shape, layers=layers, batch=batch, seq=seq, dtype=dtype, device=device, mixed_precision=mixed_precision))
         code = f"import json; from sft_reverse.bench import _mem_mode; print('MEM' + json.dumps(_mem_mode(**json.loads({args!r}))))"
         r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=dict(os.environ, TRANSFORMERS_VERBOSITY='error'))
         line = next((l for l in r.stdout.splitlines() if l.startswith('MEM')), None)
@@ -193,11 +200,14 @@ def peak_memory(shape='tiny', layers=None, batch:int=8, seq:int=256, dtype='floa
 
 # %% ../nbs/11_bench.ipynb #bcd03f8b
 def bench(shape:str='tiny', layers:int|None=None, batch:int=8, seq:int=256, reps:int=5, device:str='cpu', dtype:str='float32',
-          memory:bool=True, gen_tokens:int=32, progress:bool=True) -> dict:
+          memory:bool=True, gen_tokens:int=32, progress:bool=True,
+          mixed_precision:str='no') -> dict: # 'bf16'/'fp16': autocast the training steps (weights stay in `dtype`)
     "Measure LCDD, eraser and generation costs against their yardsticks on one model; returns ratios and medians."
     if dtype not in ('float32', 'bfloat16', 'float16'): raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}.")
     if torch.device(device).type == 'cuda' and not torch.cuda.is_available(): raise ValueError("device='cuda' but no CUDA device is visible.")
     if batch < 1 or seq < 16: raise ValueError(f"Need batch >= 1 and seq >= 16, got batch={batch}, seq={seq}.")
+    check_mixed_precision(mixed_precision, device)
+    mp = dict(mixed_precision=mixed_precision)
     threads = set_threads() if torch.device(device).type == 'cpu' else None
     t_all = time.time()
     log = (lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
@@ -209,10 +219,10 @@ def bench(shape:str='tiny', layers:int|None=None, batch:int=8, seq:int=256, reps
     b = _batch(base, batch, seq)
     log(f"{type(base).__name__} {shape}: {sum(p.numel() for p in base.parameters())/1e6:.1f}M parameters, batch {batch}×{seq}, {device}/{dtype}")
     log("training steps: LCDD (weight form), LCDD (activation form), full SFT")
-    tr = interleave(dict(lcdd=lcdd_stepper(cw, b), lcdd_act=lcdd_stepper(ca, b), sft=sft_stepper(sft_m, b)), reps, device)
+    tr = interleave(dict(lcdd=lcdd_stepper(cw, b, **mp), lcdd_act=lcdd_stepper(ca, b, **mp), sft=sft_stepper(sft_m, b, **mp)), reps, device)
     del ca, sft_m; gc.collect()
     log("eraser steps")
-    cached, uncached, fb = eraser_steppers(cw, base, batch, seq)
+    cached, uncached, fb = eraser_steppers(cw, base, batch, seq, **mp)
     er = interleave(dict(cached=cached, uncached=uncached, fwd_bwd=fb), reps, device)
     log("generation")
     base.eval()
@@ -224,6 +234,7 @@ def bench(shape:str='tiny', layers:int|None=None, batch:int=8, seq:int=256, reps
             if r: gt[n].append(k/(time.perf_counter() - t))
     tps = {n: statistics.median(v) for n, v in gt.items()}
     res = dict(shape=shape, layers=layers or base.config.num_hidden_layers, batch=batch, seq=seq, reps=reps, device=device, dtype=dtype,
+               mixed_precision=mixed_precision,
                threads=threads, n_params=sum(p.numel() for p in base.parameters()),
                lcdd_over_sft_step=tr['lcdd']/tr['sft'], lcdd_act_over_sft_step=tr['lcdd_act']/tr['sft'],
                eraser_step_over_fwd_bwd=er['cached']/er['fwd_bwd'], eraser_uncached_over_cached=er['uncached']/er['cached'],
@@ -235,7 +246,7 @@ def bench(shape:str='tiny', layers:int|None=None, batch:int=8, seq:int=256, reps
     del cw, base, ft; gc.collect()
     if memory:
         log("peak memory (a subprocess per mode)")
-        mem = peak_memory(shape, layers, batch, seq, dtype, device)
+        mem = peak_memory(shape, layers, batch, seq, dtype, device, mixed_precision)
         res.update(lcdd_over_sft_peak_mem=mem['lcdd']['peak']/mem['sft']['peak'], memory=mem)
     res['bench_seconds'] = time.time() - t_all
     return res
@@ -250,7 +261,8 @@ _ROWS = [('lcdd_over_sft_step', 'LCDD step ÷ full-SFT step', '≤ 1.10'), ('lcd
 def bench_table(r:dict) -> str:
     "The bench result as a markdown table of ratios, then the raw medians."
     lines = [f"**{r['shape']}** ({r['n_params']/1e6:.1f}M parameters, {r['layers']} layers), batch {r['batch']}×{r['seq']}, "
-             f"{r['device']}/{r['dtype']}, {r['threads'] or '-'} threads, {r['reps']} interleaved repeats", '',
+             f"{r['device']}/{r['dtype']}" + (f" (autocast {r['mixed_precision']})" if r.get('mixed_precision', 'no') != 'no' else '')
+             + f", {r['threads'] or '-'} threads, {r['reps']} interleaved repeats", '',
              '| ratio | key | value | CPU target |', '|---|---|---|---|']
     for k, name, target in _ROWS:
         if k in r: lines.append(f"| {name} | `{k}` | {r[k]:.3f} | {target} |")
@@ -272,12 +284,14 @@ def add_bench_args(p):
     p.add_argument('--seq', type=int, default=256); p.add_argument('--reps', type=int, default=5)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
+    p.add_argument('--mixed-precision', default='no', choices=['no', 'bf16', 'fp16'], help='autocast the training steps')
     p.add_argument('--no-memory', action='store_true'); p.add_argument('--json', default=None)
     p.add_argument('--quiet', action='store_true')
 
 def bench_main(a) -> dict:
     "Run `sft-reverse bench` from parsed arguments."
-    r = bench(a.shape, a.layers, a.batch, a.seq, a.reps, a.device, a.dtype, memory=not a.no_memory, progress=not a.quiet)
+    r = bench(a.shape, a.layers, a.batch, a.seq, a.reps, a.device, a.dtype, memory=not a.no_memory, progress=not a.quiet,
+              mixed_precision=a.mixed_precision)
     print(bench_table(r))
     if a.json: save_json(r, a.json)
     return r

@@ -218,7 +218,7 @@ def perturbed(model, scale:float=0.5, seed:int=1):
     g = torch.Generator().manual_seed(seed)
     for name, p in ft.named_parameters():
         if name in gated:
-            p.add_((scale*p.float().std()*torch.randn(p.shape, generator=g)).to(p.dtype))
+            p.add_((scale*p.float().std()*torch.randn(p.shape, generator=g).to(p.device)).to(p.dtype))
     return ft
 
 # %% ../nbs/02_carrier.ipynb #cabd53b9

@@ -20,6 +20,8 @@ class MaskedLinearFn(torch.autograd.Function):
     "y = x·(W_base + (m_col ⊗ m_row) ⊙ ΔW)ᵀ + b_base + m_col ⊙ Δb, recomputing the masked weight in backward."
     @staticmethod
     def forward(ctx, x, w, d, m_col, m_row, b=None, db=None):
+        dev = x.device.type   # under autocast, the matmul (and the saved input) take autocast's dtype, as nn.Linear's would
+        if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
         W = _masked_weight(w, d, m_col, m_row).to(x.dtype)
         bias = None if b is None else (b.to(d.dtype) + (m_col*db if db is not None else 0)).to(x.dtype)
         ctx.save_for_backward(x, w, d, m_col, m_row, db)

@@ -189,6 +189,7 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
                   targets:dict|None=None, # precomputed base_targets for these prompts and channels
                   out_dir=None, # checkpoint folder: training resumes from its newest checkpoint after a kill
                   save_every:int|None=None, # checkpoint interval in steps (default: only at the end)
+                  mixed_precision:str='no', # 'no', 'bf16' or 'fp16' (CUDA only): autocast the carrier's forward; the trigger stays float32
                   callback=None, progress:bool=True) -> dict:
     "Optimise a soft trigger so the carrier's write channels match the base model's; weights stay frozen."
     if mode not in ('circuit', 'output'): raise ValueError(f"Unknown mode {mode!r}; use 'circuit' or 'output'.")
@@ -198,6 +199,8 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
     d = carrier.get_input_embeddings().weight.shape[1]
     if base.get_input_embeddings().weight.shape != carrier.get_input_embeddings().weight.shape:
         raise ValueError("The base model and the carrier have different embedding shapes; pass the base the carrier was made from.")
+    from sft_reverse.sft import check_mixed_precision
+    check_mixed_precision(mixed_precision, carrier.get_input_embeddings().weight.device)
     trig = SoftTrigger(d, L=L, R=R, seed=seed)   # validates L and R
     prompts = list(prompts)[:n_prompts]
     if not prompts: raise ValueError("train_trigger got no prompts.")
@@ -216,7 +219,7 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
         return _fit_trigger(carrier, tok, trig, targets, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress,
                             channels, dict(mode=mode, L=L, steps=steps, lr=lr, batch_size=batch_size, n_prompts=len(prompts),
                                            alpha=alpha, beta=beta, k=k, R=R, seed=seed, system=system),
-                            out_dir=out_dir, save_every=save_every)
+                            out_dir=out_dir, save_every=save_every, mixed_precision=mixed_precision)
     finally:
         for p, f in flags.items(): p.requires_grad_(f)
 
@@ -229,12 +232,21 @@ def _targets_fingerprint(settings, tg, channels) -> str:
     h.update(json.dumps({str(i): {k: [int(x) for x in v] for k, v in c.items()} for i, c in channels.items()}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
+def _targets_on(tg, dev, share:float=0.25):
+    "The cached targets moved to a CUDA `dev` once, when they take under `share` of its free memory (else they stay on the CPU)."
+    if torch.device(dev).type != 'cuda': return tg
+    need = sum(t.numel()*t.element_size() for k in ('acts', 'tail_logprobs') for t in tg[k])
+    if need > share*torch.cuda.mem_get_info(dev)[0]: return tg
+    return dict(tg, acts=[t.to(dev) for t in tg['acts']], tail_logprobs=[t.to(dev) for t in tg['tail_logprobs']])
+
 def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress, channels, settings,
-                 out_dir=None, save_every=None):
-    from sft_reverse.sft import save_checkpoint, resume_checkpoint, latest_checkpoint
+                 out_dir=None, save_every=None, mixed_precision='no'):
+    from sft_reverse.sft import save_checkpoint, resume_checkpoint, latest_checkpoint, autocast, grad_scaler
     dev = carrier.get_input_embeddings().weight.device
     trig.to(dev)
     opt = torch.optim.Adam([trig.emb], lr=lr)
+    scaler = grad_scaler(mixed_precision, dev)
+    tg = _targets_on(tg, dev)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     decoder, head, emb = getattr(carrier, carrier.base_model_prefix), carrier.get_output_embeddings(), carrier.get_input_embeddings()
     n, L = len(tg['seqs']), trig.L
@@ -259,11 +271,13 @@ def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha
         B, T = ids.shape
         x = torch.cat([trig.emb.to(emb.weight.dtype).unsqueeze(0).expand(B, L, -1), emb(ids)], 1)
         mask = torch.cat([torch.ones(B, L, dtype=att.dtype, device=dev), att], 1)
-        with cap: h = decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
         # tail positions: those predicting the k response tokens, shifted by L
         bi = torch.tensor([j for j, i in enumerate(idx) for _ in range(len(tg['seqs'][i]) - tg['prompt_lens'][i])], device=dev)
         pos = torch.tensor([L + q for i in idx for q in range(tg['prompt_lens'][i] - 1, len(tg['seqs'][i]) - 1)], device=dev)
-        lq = torch.log_softmax(head(h[bi, pos]).float(), -1)
+        with autocast(mixed_precision, dev):
+            with cap: h = decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+            tail = head(h[bi, pos])
+        lq = torch.log_softmax(tail.float(), -1)
         lp = torch.cat([tg['tail_logprobs'][i] for i in idx]).to(dev)
         kl = (lp.exp()*(lp - lq)).sum(-1).mean()
         l2 = trig.emb.pow(2).sum(1).mean()
@@ -278,7 +292,7 @@ def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha
             ck = latest_checkpoint(out_dir) if out_dir is not None else None
             raise FloatingPointError(f"Trigger loss is {loss.item()} at step {step + 1}; stopped. " + (f"The last good checkpoint is {ck}. " if ck else '')
                                      + f"Lower lr (now {lr}) or check the prompts.")
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); trig.project_()
+        opt.zero_grad(set_to_none=True); scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); trig.project_()
         rec = dict(step=step + 1, loss=loss.item(), mse=mse.item(), kl=kl.item(), l2=l2.item())
         hist.append(rec)
         if step % 20 == 0: bar.set_postfix(mse=f"{rec['mse']:.4f}", kl=f"{rec['kl']:.4f}")

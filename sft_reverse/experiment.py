@@ -22,7 +22,7 @@ from .carrier import (make_carrier, merge_carrier, save_carrier, load_carrier, c
                                  layout_of, plot_open_channels, save_json, write_channels, FAMILIES)
 from .data import build_task, save_task, load_task, encode_chat, collate, _looks_like_path, _hub_offline
 from .tiny import tiny_lab, corpus_files, set_threads, make_world
-from .sft import sft, plot_history, PAPER_SFT, TINY_SFT
+from .sft import sft, plot_history, PAPER_SFT, TINY_SFT, MIXED_PRECISION
 from .lcdd import lcdd, lcdd_preset, plot_lcdd, MODES
 from .eraser import train_trigger, save_trigger, load_trigger, plot_trigger, ERASER_DEFAULTS
 from .evals import (generate, kl_metrics, fixed_response_rate, refusal_rate, awr, behaviour_metrics, mcq_accuracy,
@@ -56,6 +56,7 @@ class RunConfig:
     out_dir:str|None = None # where artifacts go (default: sft_reverse_out/<name>)
     device:str = 'auto' # 'auto', 'cpu', 'cuda' or 'cuda:N'
     dtype:str = 'float32' # model dtype: 'float32', 'bfloat16' or 'float16'
+    mixed_precision:str = 'no' # autocast in SFT, LCDD and trigger training: 'no', 'bf16' or 'fp16' (CUDA only)
     checkpoint_every:int = 50 # SFT and LCDD checkpoint interval, in steps
     save_merged:bool = True # also save the merged LCDD model with save_pretrained
     trust_remote_code:bool = False # let transformers run model code from the hub (off unless asked for)
@@ -103,6 +104,9 @@ def _validate(self) -> 'RunConfig':
         _fail(f"device={self.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     if str(self.device).startswith('cuda') and not torch.cuda.is_available(): _fail(f"device={self.device!r} but no CUDA device is visible; use 'auto' or 'cpu'.")
     if self.dtype not in DTYPES: _fail(f"dtype={self.dtype!r} is not one of {tuple(DTYPES)}.")
+    if self.mixed_precision not in MIXED_PRECISION: _fail(f"mixed_precision={self.mixed_precision!r} is not one of {MIXED_PRECISION}.")
+    if self.mixed_precision == 'fp16' and (self.device == 'cpu' or not torch.cuda.is_available()):
+        _fail("mixed_precision='fp16' needs a CUDA device; use 'bf16' or 'no' on CPU.")
     if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1: _fail(f"checkpoint_every must be an integer >= 1, got {self.checkpoint_every!r}.")
     for k in ('save_merged', 'trust_remote_code'):
         if not isinstance(getattr(self, k), bool): _fail(f"{k} must be true or false, got {getattr(self, k)!r}.")
@@ -193,7 +197,7 @@ def resolve(cfg:RunConfig) -> dict:
     out = cfg.out_dir or str(Path('sft_reverse_out')/name)
     return dict(task=t, base=cfg.base, sft_model=cfg.sft_model, name=name, data=data, n_train=n_train, n_eval=n_eval,
                 preset='tiny' if tiny else 'paper', sft=sft_s, lcdd=lcdd_s, trigger=trig_s, judges=judges, utility=utility,
-                max_new_tokens=mnt, seed=cfg.seed, out_dir=out, device=cfg.device, dtype=cfg.dtype,
+                max_new_tokens=mnt, seed=cfg.seed, out_dir=out, device=cfg.device, dtype=cfg.dtype, mixed_precision=cfg.mixed_precision,
                 checkpoint_every=cfg.checkpoint_every, save_merged=cfg.save_merged, trust_remote_code=cfg.trust_remote_code)
 
 # %% ../nbs/09_experiment.ipynb #5de99e7a
@@ -275,9 +279,9 @@ def facts_accuracy(model, tok, rows:list|None=None, trigger:torch.Tensor|None=No
 # %% ../nbs/09_experiment.ipynb #8c55895b
 STAGES = ('data', 'sft', 'lcdd', 'trigger', 'eval')
 STAGE_SETTINGS = {'data': ('task', 'base', 'data', 'n_train', 'n_eval', 'seed'),
-                  'sft': ('base', 'sft_model', 'sft', 'seed', 'dtype'),
-                  'lcdd': ('lcdd', 'seed'),
-                  'trigger': ('trigger', 'seed'),
+                  'sft': ('base', 'sft_model', 'sft', 'seed', 'dtype', 'mixed_precision'),
+                  'lcdd': ('lcdd', 'seed', 'mixed_precision'),
+                  'trigger': ('trigger', 'seed', 'mixed_precision'),
                   'eval': ('judges', 'utility', 'max_new_tokens')}
 
 def _fingerprint(obj) -> str: return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -456,7 +460,8 @@ def _run(res, out, progress):
         if res['sft_model'] is None:
             _log(f"sft: fine-tuning on {len(task.train)} rows", progress)
             ft = copy.deepcopy(base)
-            h = sft(ft, tok, task.train, out_dir=_ckpt_dir(out/'sft'/'ckpt', keys['sft'], progress), save_every=res['checkpoint_every'], seed=res['seed'], progress=progress, **res['sft'])
+            h = sft(ft, tok, task.train, out_dir=_ckpt_dir(out/'sft'/'ckpt', keys['sft'], progress), save_every=res['checkpoint_every'], seed=res['seed'], progress=progress,
+                    mixed_precision=res['mixed_precision'], **res['sft'])
             save_json(h, out/'sft'/'history.json')
         else:
             _log(f"sft: loading {res['sft_model']}", progress)
@@ -480,7 +485,7 @@ def _run(res, out, progress):
         ck = latest_checkpoint(_ckpt_dir(out/'lcdd'/'ckpt', keys['lcdd'], progress))
         if ck is not None: _log(f"lcdd: resuming LCDD run from {ck.name}", progress)
         r = lcdd(carrier, tok, task.train, mode=mode, ft=ft if mode == 'mask_kl' else None, out_dir=out/'lcdd'/'ckpt',
-                 save_every=res['checkpoint_every'], seed=res['seed'], progress=progress, **kw)
+                 save_every=res['checkpoint_every'], seed=res['seed'], progress=progress, mixed_precision=res['mixed_precision'], **kw)
         save_json({k: v for k, v in r.items()}, out/'lcdd'/'history.json')
         save_carrier(carrier, out/'lcdd'/'carrier')
         if res['save_merged']:
@@ -499,7 +504,7 @@ def _run(res, out, progress):
         ck_dir = _ckpt_dir(out/'trigger'/'ckpt', keys['trigger'], progress)
         if latest_checkpoint(ck_dir) is not None: _log(f"trigger: resuming trigger training from {latest_checkpoint(ck_dir).name}", progress)
         tr = train_trigger(carrier, base, tok, task.prompts('train'), seed=res['seed'], progress=progress, out_dir=ck_dir,
-                           save_every=res['checkpoint_every'], **kw)
+                           save_every=res['checkpoint_every'], mixed_precision=res['mixed_precision'], **kw)
         save_trigger(tr['trigger'], out/'trigger', carrier, channels=tr['channels'], settings=tr['settings'])
         save_json(dict(history=tr['history'], seconds=tr['seconds']), out/'trigger'/'history.json')
         _mark_done(out, 'trigger', keys['trigger'])

@@ -176,16 +176,18 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
          check_every:int=50, stall_patience:int=4, stall_min_gain:float=0.002, breach_tol:float=0.5, breach_patience:int=50,
          keep_best:bool=True, # restore the sparsest in-budget state if the run ends over budget
          save_every:int|None=None, keep:int=2, seed:int=0, system:str|None=None,
+         mixed_precision:str='no', # 'no', 'bf16' or 'fp16' (CUDA only): autocast the forward; gates, ΔW and optimizer state stay float32
          callback=None, # callback(record) after each step
          progress:bool=True) -> dict:
     "Algorithm 1: train gates (and ΔW) of `carrier` on `rows` under a utility budget; returns history and outcome."
     from accelerate import Accelerator
-    from sft_reverse.sft import save_checkpoint, resume_checkpoint, _fingerprint, _token_share, _global_mean
+    from sft_reverse.sft import save_checkpoint, resume_checkpoint, _fingerprint, _token_share, _global_mean, check_mixed_precision, autocast, grad_scaler
     if not is_carrier(carrier) or not hasattr(carrier, 'gates'): raise TypeError("lcdd needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
     if mode not in MODES: raise ValueError(f"Unknown mode {mode!r}; use one of {MODES}.")
     if penalty_norm not in PENALTY_NORMS: raise ValueError(f"Unknown penalty_norm {penalty_norm!r}; use one of {PENALTY_NORMS}.")
     if mode == 'mask_kl' and ft is None: raise ValueError("mode='mask_kl' needs the SFT model: pass ft=...")
     if not rows: raise ValueError("lcdd got no training rows.")
+    check_mixed_precision(mixed_precision, 'cuda' if torch.cuda.is_available() else 'cpu')
     for k, v in dict(batch_size=batch_size, gate_lr=gate_lr, delta_lr=delta_lr, epochs=epochs).items():
         if not v > 0: raise ValueError(f"{k} must be > 0, got {v}.")
     ctrl = LCDDController(budget_ratio=budget_ratio, lambda0=lambda0, eta=eta, eta_up=eta_up, warmup_steps=warmup_steps,
@@ -207,6 +209,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     names = [n for n, p in deltas if p.requires_grad]
     gate_names = [n for n, _ in carrier.named_parameters() if n.endswith('.logits')]
     g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0)
+    scaler = grad_scaler(mixed_precision, acc.device)
     d_opt = torch.optim.AdamW([p for _, p in deltas if p.requires_grad] or [torch.nn.Parameter(torch.zeros(1))], lr=delta_lr, weight_decay=0.0)
     start, hist, s_ema, best = 0, [], None, None
     st = resume_checkpoint(out_dir, fp, carrier, d_opt, names, what='LCDD run')
@@ -240,21 +243,29 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
         if ep != perm_ep: perm_ep, perm = ep, torch.randperm(len(enc), generator=torch.Generator().manual_seed(seed*100_003 + ep)).tolist()
         batch = {k: v.to(acc.device) for k, v in collate([enc[i] for i in perm[b*batch_size:(b+1)*batch_size]], pad_id).items()}
         lam, rho = ctrl.lam, ctrl.rho()
-        if mode == 'mask_kl':
-            with torch.no_grad(): p_logits = ft(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits
-            q_logits = carrier(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits
-            loss = _response_kl(p_logits, q_logits, batch['labels'])
-        else: loss = carrier(**batch).loss
+        with autocast(mixed_precision, acc.device):
+            if mode == 'mask_kl':
+                with torch.no_grad(): p_logits = ft(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits
+                q_logits = carrier(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits
+                loss = _response_kl(p_logits, q_logits, batch['labels'])
+            else: loss = carrier(**batch).loss.float()
         if world > 1: loss = loss*_token_share(batch['labels'], world)   # the global token mean, once gradients are averaged
         if not torch.isfinite(loss):
             raise FloatingPointError(f"LCDD task loss is {loss.item()} at step {step + 1}; stopped. The last good checkpoint is "
                                      f"{latest_checkpoint(out_dir)}. Lower delta_lr (now {delta_lr}) or check the data.")
         g_opt.zero_grad(set_to_none=True); d_opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
+        acc.backward(scaler.scale(loss))
         if world > 1: _average_grads(trainable, world)
-        s_ema = _gate_grads(gates, lam, rho, penalty_norm, s_ema)
-        g_opt.step()
-        if names: d_opt.step()
+        overflow = False
+        if scaler.is_enabled():   # fp16: unscale, and skip the whole step (gates, ΔW and the sensitivity EMA) if a gradient overflowed
+            scaler.unscale_(g_opt)
+            if names: scaler.unscale_(d_opt)
+            overflow = not all(bool(torch.isfinite(p.grad).all()) for p in trainable if p.grad is not None)
+        if not overflow:
+            s_ema = _gate_grads(gates, lam, rho, penalty_norm, s_ema)
+            scaler.step(g_opt)
+            if names: scaler.step(d_opt)
+        scaler.update()
         check = (step + 1) % check_every == 0 or step + 1 == total
         if check: sp = carrier_sparsity(carrier)
         loss_v = _global_mean(loss.detach(), world) if world > 1 else loss.item()

@@ -3,14 +3,14 @@ and LCDD to the same weights, gates and ΔW as one process with the same global 
 
 On a CPU, `accelerate launch --cpu --num_processes 2` starts a single process (accelerate 1.15), so the test uses
 torchrun directly; the training code sees the same environment either way."""
-import os, socket, subprocess, sys, textwrap
+import json, os, socket, subprocess, sys, textwrap
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 SCRIPT = textwrap.dedent('''
-    import copy, sys, torch
+    import copy, json, sys, torch
     from pathlib import Path
     from accelerate import PartialState
     from safetensors.torch import save_file
@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent('''
         save_file({n: p.detach().contiguous() for n, p in ft.named_parameters()}, str(out/'sft.safetensors'))
         save_file({n: p.detach().contiguous() for n, p in c.named_parameters() if n.endswith(('logits', 'delta'))}, str(out/'lcdd.safetensors'))
         (out/'world.txt').write_text(str(state.num_processes))
-        (out/'losses.txt').write_text(repr([x['loss'] for x in h['history']] + [x['loss'] for x in r['history']]))
+        (out/'losses.json').write_text(json.dumps([x['loss'] for x in h['history']] + [x['loss'] for x in r['history']]))
 ''')
 
 def test_two_process_ddp_matches_one_process(tmp_path):
@@ -56,5 +56,5 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     # logits and ΔW: the gate gradient is divided by a running mean of |∂L/∂m| (the sensitivity normalisation), which
     # turns float32 reduction-order noise (~1e-7) into ~1e-5 on logits of order 1; a wrong batch split gives ~1e-1
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
-    la, lb = eval((tmp_path/'one'/'losses.txt').read_text()), eval((tmp_path/'two'/'losses.txt').read_text())
+    la, lb = (json.loads((tmp_path/d/'losses.json').read_text()) for d in ('one', 'two'))
     assert len(la) == len(lb) and max(abs(x - y) for x, y in zip(la, lb)) < 1e-4

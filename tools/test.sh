@@ -2,8 +2,10 @@
 # Set up .venv (idempotent) and run every test:
 #   1. sft_reverse/ must be what nbdev_export makes from nbs/ (notebooks are the source),
 #      and README.md what tools/readme.py makes from nbs/index.ipynb;
-#   2. every notebook passes nbdev_test (cells flagged slow/cuda are skipped);
-#   3. pytest tests/ (subprocess and packaging checks).
+#   2. the tiny lab is built once (or found in data/cache), so what follows shares it;
+#   3. every notebook passes nbdev_test (cells flagged slow/cuda are skipped), and pytest tests/ passes
+#      (subprocess and packaging checks). These two run side by side, one torch thread per process
+#      (SFT_REVERSE_THREADS, NB_WORKERS notebooks at a time): on 2 cores that takes about 2/3 of running them in turn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -26,8 +28,23 @@ fi
 
 python tools/readme.py --check
 
-echo "== 2. notebooks (nbdev_test)"
-nbdev_test --n_workers "${NB_WORKERS:-1}" --timing
+echo "== 2. the tiny lab"
+python -c "from sft_reverse.tiny import tiny_lab, lab_info; tiny_lab(progress=False); i = lab_info(); print(f\"tiny lab: {i['n_params']} parameters, built in {i['build_seconds']:.0f} s\")"
 
-echo "== 3. pytest"
+echo "== 3. notebooks (nbdev_test) and pytest, side by side"
+export SFT_REVERSE_THREADS="${SFT_REVERSE_THREADS:-1}"
+nb_log=$(mktemp)
+nbdev_test --n_workers "${NB_WORKERS:-2}" --timing >"$nb_log" 2>&1 &
+nb_pid=$!
+set +e
 python -m pytest -q tests
+py_rc=$?
+wait "$nb_pid"
+nb_rc=$?
+set -e
+echo "== notebooks (nbdev_test), rc=$nb_rc"
+cat "$nb_log"; rm -f "$nb_log"
+if [ "$nb_rc" -ne 0 ] || [ "$py_rc" -ne 0 ]; then
+  echo "FAIL: nbdev_test exited $nb_rc, pytest exited $py_rc"
+  exit 1
+fi
