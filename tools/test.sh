@@ -5,7 +5,8 @@
 #   2. the tiny lab is built once (or found in data/cache), so what follows shares it;
 #   3. every notebook passes nbdev_test (cells flagged slow/cuda are skipped), and pytest tests/ passes
 #      (subprocess and packaging checks). These two run side by side, one torch thread per process
-#      (SFT_REVERSE_THREADS, NB_WORKERS notebooks at a time): on 2 cores that takes about 2/3 of running them in turn.
+#      (SFT_REVERSE_THREADS, NB_WORKERS notebooks at a time): on 2 cores that takes about 2/3 of running them in turn;
+#   4. tests/test_demo.py, the main job's command, which renders the demo run that nbs/09 made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -37,14 +38,17 @@ nb_log=$(mktemp)
 nbdev_test --n_workers "${NB_WORKERS:-2}" --timing >"$nb_log" 2>&1 &
 nb_pid=$!
 set +e
-python -m pytest -q tests
+python -m pytest -q tests --ignore=tests/test_demo.py
 py_rc=$?
 wait "$nb_pid"
 nb_rc=$?
-set -e
 echo "== notebooks (nbdev_test), rc=$nb_rc"
 cat "$nb_log"; rm -f "$nb_log"
-if [ "$nb_rc" -ne 0 ] || [ "$py_rc" -ne 0 ]; then
-  echo "FAIL: nbdev_test exited $nb_rc, pytest exited $py_rc"
+echo "== 4. the main job's command (after the notebooks: it finds their tiny-lab demo done and renders its table)"
+python -m pytest -q tests/test_demo.py
+demo_rc=$?
+set -e
+if [ "$nb_rc" -ne 0 ] || [ "$py_rc" -ne 0 ] || [ "$demo_rc" -ne 0 ]; then
+  echo "FAIL: nbdev_test exited $nb_rc, pytest exited $py_rc, the demo test exited $demo_rc"
   exit 1
 fi
