@@ -33,7 +33,9 @@ echo "== 2. the tiny lab"
 python -c "from sft_reverse.tiny import tiny_lab, lab_info; tiny_lab(progress=False); i = lab_info(); print(f\"tiny lab: {i['n_params']} parameters, built in {i['build_seconds']:.0f} s\")"
 
 echo "== 3. notebooks (nbdev_test) and pytest, side by side"
-export SFT_REVERSE_THREADS="${SFT_REVERSE_THREADS:-1}"
+# One thread per process everywhere, from the first torch op on (OMP_NUM_THREADS): several processes that each
+# spin up a thread per core contend badly on 2 cores.
+export SFT_REVERSE_THREADS="${SFT_REVERSE_THREADS:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 nb_log=$(mktemp)
 nbdev_test --n_workers "${NB_WORKERS:-2}" --timing >"$nb_log" 2>&1 &
 nb_pid=$!
