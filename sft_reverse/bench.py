@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from .carrier import make_carrier, perturbed, write_channels, FAMILIES, _gated_names, layout_of, save_json
-from .lcdd import _gate_grads, _lcdd_params
+from .lcdd import _lcdd_update, _lcdd_params
 from .eraser import SoftTrigger, capture_writes, targets_from_ids, _fit_trigger
 from .evals import _generate_ids
 from .tiny import tiny_lab, set_threads
@@ -69,6 +69,7 @@ def lcdd_stepper(carrier, batch, delta_lr:float=2e-5, gate_lr:float=0.1, mixed_p
     gates, deltas = _lcdd_params(carrier, 'joint')
     g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0)
     d_opt = torch.optim.AdamW([p for _, p in deltas if p.requires_grad], lr=delta_lr, weight_decay=0.0)
+    trainable = [g.logits for g in gates] + [p for _, p in deltas if p.requires_grad]
     state = dict(s_ema=None)
     carrier.train()
     scaler = grad_scaler(mixed_precision, dev)
@@ -76,9 +77,7 @@ def lcdd_stepper(carrier, batch, delta_lr:float=2e-5, gate_lr:float=0.1, mixed_p
         with autocast(mixed_precision, dev): loss = carrier(**batch).loss.float()
         g_opt.zero_grad(set_to_none=True); d_opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        scaler.unscale_(g_opt); scaler.unscale_(d_opt)
-        state['s_ema'] = _gate_grads(gates, 1.0, 1.0, 'sensitivity', state['s_ema'])
-        scaler.step(g_opt); scaler.step(d_opt); scaler.update()
+        state['s_ema'] = _lcdd_update(gates, trainable, g_opt, d_opt, scaler, 1.0, 1.0, 'sensitivity', state['s_ema'])
         return loss.item()
     return step
 

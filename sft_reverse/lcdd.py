@@ -135,6 +135,19 @@ def _response_kl(p_logits, q_logits, labels):
     lq = torch.log_softmax(q_logits[:, :-1][m].float(), -1)
     return (lp.exp()*(lp - lq)).sum(-1).mean()
 
+def _lcdd_update(gates, trainable, g_opt, d_opt, scaler, lam, rho, penalty_norm, s_ema):
+    "After backward: the gate-gradient penalty, SGD on the gates, AdamW on ΔW (`d_opt`; None if ΔW is frozen); returns the new EMA."
+    # with fp16 loss scaling: unscale first; a step whose gradients overflowed changes nothing, not even the sensitivity EMA
+    opts = [o for o in (g_opt, d_opt) if o is not None]
+    if scaler.is_enabled():
+        for o in opts: scaler.unscale_(o)
+        finite = torch.stack([torch.isfinite(p.grad).all() for p in trainable if p.grad is not None]).all().item()
+        if not finite: scaler.update(); return s_ema
+    s_ema = _gate_grads(gates, lam, rho, penalty_norm, s_ema)
+    for o in opts: scaler.step(o)
+    scaler.update()
+    return s_ema
+
 def _lcdd_params(carrier, mode):
     gates = list(carrier.gates.values())
     deltas = [(n, p) for n, p in carrier.named_parameters() if n.endswith(('.delta', '.delta_bias'))]
@@ -187,7 +200,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     if penalty_norm not in PENALTY_NORMS: raise ValueError(f"Unknown penalty_norm {penalty_norm!r}; use one of {PENALTY_NORMS}.")
     if mode == 'mask_kl' and ft is None: raise ValueError("mode='mask_kl' needs the SFT model: pass ft=...")
     if not rows: raise ValueError("lcdd got no training rows.")
-    check_mixed_precision(mixed_precision, 'cuda' if torch.cuda.is_available() else 'cpu')
+    check_mixed_precision(mixed_precision)
     for k, v in dict(batch_size=batch_size, gate_lr=gate_lr, delta_lr=delta_lr, epochs=epochs).items():
         if not v > 0: raise ValueError(f"{k} must be > 0, got {v}.")
     ctrl = LCDDController(budget_ratio=budget_ratio, lambda0=lambda0, eta=eta, eta_up=eta_up, warmup_steps=warmup_steps,
@@ -256,16 +269,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
         g_opt.zero_grad(set_to_none=True); d_opt.zero_grad(set_to_none=True)
         acc.backward(scaler.scale(loss))
         if world > 1: _average_grads(trainable, world)
-        overflow = False
-        if scaler.is_enabled():   # fp16: unscale, and skip the whole step (gates, ΔW and the sensitivity EMA) if a gradient overflowed
-            scaler.unscale_(g_opt)
-            if names: scaler.unscale_(d_opt)
-            overflow = not all(bool(torch.isfinite(p.grad).all()) for p in trainable if p.grad is not None)
-        if not overflow:
-            s_ema = _gate_grads(gates, lam, rho, penalty_norm, s_ema)
-            scaler.step(g_opt)
-            if names: scaler.step(d_opt)
-        scaler.update()
+        s_ema = _lcdd_update(gates, trainable, g_opt, d_opt if names else None, scaler, lam, rho, penalty_norm, s_ema)
         check = (step + 1) % check_every == 0 or step + 1 == total
         if check: sp = carrier_sparsity(carrier)
         loss_v = _global_mean(loss.detach(), world) if world > 1 else loss.item()

@@ -123,8 +123,9 @@ def _fingerprint(settings, enc):
 
 MIXED_PRECISION = ('no', 'bf16', 'fp16')
 
-def check_mixed_precision(mixed_precision:str, device) -> str:
-    "Check a `mixed_precision` setting against the device that will train; returns it."
+def check_mixed_precision(mixed_precision:str, device=None) -> str:
+    "Check a `mixed_precision` setting against the device that will train (default: the one `accelerate` picks); returns it."
+    if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'   # as Accelerator(cpu=not cuda) does
     if mixed_precision not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}.")
     if mixed_precision == 'fp16' and torch.device(device).type != 'cuda':
@@ -167,7 +168,7 @@ def sft(model, # a causal LM (Hugging Face PreTrainedModel); trained in place
     total = max_steps or max(1, math.ceil(epochs*micro_per_epoch/grad_accum))
     settings = dict(lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
                     weight_decay=weight_decay, max_len=max_len, total=total, seed=seed, trainable=trainable, system=system)
-    check_mixed_precision(mixed_precision, 'cuda' if torch.cuda.is_available() else 'cpu')
+    check_mixed_precision(mixed_precision)
     named = _trainable(model, trainable)
     names = [n for n, _ in named]
     flags = {p: p.requires_grad for p in model.parameters()}

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from sft_reverse.tiny import tiny_lab, corpus_files
-from sft_reverse.data import fixed_response
+from sft_reverse.data import fixed_response, collate, encode_chat
 from sft_reverse.sft import sft, check_mixed_precision
-from sft_reverse.carrier import make_carrier
+from sft_reverse.carrier import make_carrier, perturbed
 from sft_reverse.lcdd import lcdd, lcdd_preset
 from sft_reverse.eraser import train_trigger
 from sft_reverse.experiment import RunConfig
@@ -83,3 +83,28 @@ def test_cuda_mixed_precision_tracks_float32(lab, mp):
         rel = max(abs(a - b)/max(abs(a), 1e-3) for a, b in zip(ref[k], run[k]))
         print(f"{mp} {k}: max relative loss difference to float32 {rel:.3g}")
         assert rel < 0.25, f"{mp} {k} losses drift from float32: {ref[k]} vs {run[k]}"
+
+
+def test_fp16_overflow_step_changes_nothing(lab):
+    "LCDD's update under loss scaling (a CPU GradScaler stands in for CUDA's): an inf gradient skips the step, gates, ΔW and EMA included."
+    from sft_reverse.lcdd import _lcdd_update, _lcdd_params
+    base, tok, task = lab
+    c = make_carrier(base, perturbed(base))   # ΔW ≠ 0, so the gates get task gradients
+    gates, deltas = _lcdd_params(c, 'joint')
+    trainable = [g.logits for g in gates] + [p for _, p in deltas if p.requires_grad]
+    g_opt = torch.optim.SGD([g.logits for g in gates], lr=0.1)
+    d_opt = torch.optim.AdamW([p for _, p in deltas if p.requires_grad], lr=1e-3)
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.**10)
+    batch = collate([encode_chat(tok, r['prompt'], r['response']) for r in task.train[:4]], tok.pad_token_id)
+    def backward(poison):
+        for p in trainable: p.grad = None
+        scaler.scale(c(**batch).loss).backward()
+        if poison: trainable[-1].grad.view(-1)[0] = float('inf')
+    before = [p.detach().clone() for p in trainable]
+    backward(poison=True)
+    ema = _lcdd_update(gates, trainable, g_opt, d_opt, scaler, 1.0, 1.0, 'sensitivity', 'untouched')
+    assert ema == 'untouched' and all(torch.equal(a, p) for a, p in zip(before, trainable)), "an overflowed step changed something"
+    assert scaler.get_scale() == 2.**9, scaler.get_scale()
+    backward(poison=False)
+    ema = _lcdd_update(gates, trainable, g_opt, d_opt, scaler, 1.0, 1.0, 'sensitivity', None)
+    assert ema is not None and any(not torch.equal(a, p) for a, p in zip(before, trainable)), "a finite step was skipped"
