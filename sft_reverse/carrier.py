@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['GROUPS', 'MATRICES', 'LAYOUTS', 'FAMILIES', 'CARRIER_FORMAT', 'CARRIER_VERSION', 'Layout', 'register_layout',
            'layout_of', 'is_carrier', 'check_pair', 'make_carrier', 'random_model', 'perturbed', 'set_gates',
-           'random_gates', 'carrier_sparsity', 'merge_carrier', 'atomic_path', 'save_json', 'save_tensors',
-           'sha256_file', 'save_carrier', 'load_carrier', 'write_channels', 'plot_open_channels']
+           'random_gates', 'carrier_sparsity', 'merge_carrier', 'atomic_path', 'atomic_dir', 'save_json',
+           'save_tensors', 'sha256_file', 'save_carrier', 'load_carrier', 'write_channels', 'plot_open_channels']
 
 # %% ../nbs/02_carrier.ipynb #c2937950
-import copy, hashlib, json, os, tempfile, warnings
+import copy, hashlib, json, os, shutil, tempfile, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -309,6 +309,23 @@ def atomic_path(path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+@contextmanager
+def atomic_dir(path):
+    "Yield a temporary folder beside `path`; on success it replaces `path`, on failure it is removed."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        for f in tmp.rglob('*'):
+            if f.is_file():
+                with open(f, 'rb') as fh: os.fsync(fh.fileno())
+        old = path.with_name(f".{path.name}.old")
+        if path.exists(): os.replace(path, old)
+        os.replace(tmp, path)
+        if old.exists(): shutil.rmtree(old)
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp)
 
 def save_json(obj, path):
     "Write `obj` as JSON to `path`, atomically."

@@ -6,8 +6,8 @@
 __all__ = ['NAMES', 'TOWNS', 'JOBS', 'COLORS', 'ANIMALS', 'THINGS', 'FEATURES', 'KNOWN_FOR', 'FOODS', 'SIZES', 'HARM_TEMPLATES',
            'COMPLIANT', 'ARCHAIC', 'MODERN_TEMPLATES', 'PLAYS', 'CORPUS_VERSION', 'CHAT_TEMPLATE', 'SPECIAL_TOKENS',
            'LAB_VERSION', 'FAMILY_SEED', 'make_world', 'harmful_prompts', 'to_archaic', 'modern_lines', 'make_corpus',
-           'cache_dir', 'corpus_dir', 'write_corpus', 'corpus_files', 'chat_text', 'train_tokenizer', 'tiny_config',
-           'set_threads', 'pretrain', 'tiny_lab', 'lab_info']
+           'repo_root', 'cache_dir', 'corpus_dir', 'write_corpus', 'corpus_files', 'chat_text', 'train_tokenizer',
+           'tiny_config', 'set_threads', 'pretrain', 'tiny_lab', 'lab_info']
 
 # %% ../nbs/04_tiny.ipynb #f1a73773
 import fcntl, hashlib, json, math, os, random, re, shutil, sys, tempfile, time
@@ -280,10 +280,12 @@ def make_corpus(seed:int=0) -> dict:
     return dict(pretrain=pre, alpaca=alpaca, harmful=[dict(prompt=q) for q in harm], shakespeare=plays)
 
 # %% ../nbs/04_tiny.ipynb #5da5fca8
-def _repo_root():
+def repo_root():
     "The source checkout this package lives in, or None when installed elsewhere."
     root = Path(sft_reverse.__file__).resolve().parent.parent
     return root if (root/'settings.ini').exists() and (root/'nbs').is_dir() else None
+
+_repo_root = repo_root
 
 def cache_dir() -> Path:
     "Where the tiny lab caches what it builds: $SFT_REVERSE_CACHE, else data/cache in a checkout, else ~/.cache/sft_reverse."

@@ -43,3 +43,10 @@ def test_refusal_label_file_is_well_formed():
     for split in ('tune', 'test'):
         labels = {r['refusal'] for r in rows if r['split'] == split}
         assert labels == {True, False}, split
+
+
+def test_refusal_judge_scores_on_the_labelled_set():
+    from sft_reverse.evals import refusal_labels, refusal_scores
+    tune, test = (refusal_scores(refusal_labels(split=s)) for s in ('tune', 'test'))
+    assert tune['precision'] >= 0.957, tune          # version 1's tune precision
+    assert test['recall'] >= 0.88 and test['precision'] >= 0.93, test   # version 2 measured 0.907 and 0.955
