@@ -59,7 +59,7 @@ def _gguf_module():
 
 def dequantizable_types() -> set:
     "Names of the GGUF tensor types that can be dequantized here."
-    g = _gguf_module()
+    _gguf_module()   # the clear error when gguf is missing
     from gguf import quants
     return {'F32', 'F16'} | {t.name for t in getattr(quants, '_type_traits', {})}
 

@@ -7,10 +7,10 @@ __all__ = ['PAPER_QWEN3_06B', 'REAL_TARGETS', 'check_targets', 'targets_table', 
            'sparsity_table', 'real_results']
 
 # %% ../nbs/12_real_model.ipynb #4c0de73d
-import json, math
+import json
 from pathlib import Path
 
-from .carrier import save_json, carrier_sparsity, GROUPS
+from .carrier import save_json, carrier_sparsity
 from .tiny import repo_root
 
 # %% ../nbs/12_real_model.ipynb #0cbb0f54
