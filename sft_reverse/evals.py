@@ -10,7 +10,7 @@ __all__ = ['FIXED_KEYWORDS', 'PUBLIC_REFUSAL_MARKERS', 'REFUSAL_PATTERNS', 'ARCH
            'FixedResponseJudge', 'AWRJudge', 'offline_judges', 'wildguard_input', 'parse_wildguard', 'WildGuardJudge',
            'parse_harmbench', 'clip_tokens', 'HarmBenchJudge', 'style_input', 'parse_style', 'StyleJudge', 'judge_all',
            'judge_condition', 'mc_items', 'mcq_prompt', 'TriggeredLM', 'mcq_accuracy', 'load_mmlu', 'load_hellaswag',
-           'utility']
+           'reference_rows', 'answer_loglik', 'utility']
 
 # %% ../nbs/08_eval.ipynb #25ce5250
 import csv, inspect, json, os, re, time
@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import (encode_chat, collate, has_chat_template, load_rows, shared_data_dir, PLAIN_TEMPLATE,
+                              prompt_column, row_prompt, row_response,
                               _hub_offline, _hub_reachable, _looks_like_path)
 
 # %% ../nbs/08_eval.ipynb #62dc72ec
@@ -892,6 +893,55 @@ def load_hellaswag(src='Rowan/hellaswag', # a local .jsonl/.json file or folder,
     "HellaSwag rows (ctx or ctx_a/ctx_b, endings, label)."
     if isinstance(src, (str, os.PathLike)) and Path(src).expanduser().exists(): return load_rows(src)
     return load_rows(src, split=split)
+
+# %% ../nbs/08_eval.ipynb #99fce9a6
+def reference_rows(src, # rows with prompts and reference answers: a file, folder, hub id or a list of rows (Alpaca's instruction/input/output, prompt/response, ...)
+                   limit:int|None=None, # keep this many, spread evenly over the source
+                   exclude=(), # prompts to leave out (e.g. the task's training prompts)
+                   split:str|None=None) -> list:
+    "(prompt, response) rows with a non-empty reference answer, minus the `exclude`d prompts."
+    rows = src if isinstance(src, list) else load_rows(src, split)
+    if not rows: raise ValueError("reference_rows: the source has no rows.")
+    col, skip = prompt_column(rows), {' '.join(str(p).split()).lower() for p in exclude}
+    out = [dict(prompt=row_prompt(r, col), response=row_response(r)) for r in rows]
+    out = [r for r in out if r['prompt'] and r['response'] and ' '.join(r['prompt'].split()).lower() not in skip]
+    if not out: raise ValueError("reference_rows: no row has both a prompt and a reference answer (output/response/completion) "
+                                 "outside the excluded prompts; pass a source with answers.")
+    if limit is not None:
+        if limit < 1: raise ValueError(f"limit must be >= 1 or None, got {limit}.")
+        out = out[::max(1, len(out)//limit)][:limit]
+    return out
+
+# %% ../nbs/08_eval.ipynb #97af82a8
+def _clip_response(enc:dict, n:int) -> dict:
+    "The encoding cut after its n-th labelled (response) token."
+    lab = enc['labels']
+    seen = [i for i, l in enumerate(lab) if l != -100]
+    if len(seen) <= n: return enc
+    end = seen[n - 1] + 1
+    return dict(enc, input_ids=enc['input_ids'][:end], labels=lab[:end], **({'attention_mask': enc['attention_mask'][:end]} if 'attention_mask' in enc else {}))
+
+@torch.no_grad()
+def answer_loglik(model, # a causal LM (or a carrier)
+                  tok, # its tokenizer
+                  rows:list, # rows with 'prompt' and 'response' (see `reference_rows`)
+                  trigger:torch.Tensor|None=None, # an (L, d) soft trigger in front of every prompt
+                  max_tokens:int=128, # score each answer's first max_tokens tokens
+                  batch_size:int=8, system:str|None=None, progress:bool=False) -> dict:
+    "Teacher-forced log-likelihood of reference answers: mean over rows of the mean log-probability per answer token (nats)."
+    if not rows: raise ValueError("answer_loglik got no rows.")
+    if not isinstance(max_tokens, int) or max_tokens < 1: raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}.")
+    encs = [_clip_response(encode_chat(tok, r['prompt'], r['response'], system=system), max_tokens) for r in rows]
+    order = sorted(range(len(encs)), key=lambda i: -len(encs[i]['input_ids']))
+    per, ntok = [None]*len(encs), 0
+    with _eval_mode(model):
+        for s in tqdm(range(0, len(order), batch_size), desc='loglik', disable=not progress, leave=False):
+            idx = order[s:s+batch_size]
+            for i, lp in zip(idx, _response_logprobs(model, tok, [encs[i] for i in idx], trigger)):
+                ids = torch.tensor([t for t, l in zip(encs[i]['input_ids'], encs[i]['labels']) if l != -100], device=lp.device)
+                tl = lp.gather(1, ids[:, None])[:, 0]
+                per[i], ntok = tl.mean().item(), ntok + tl.numel()
+    return dict(loglik=sum(per)/len(per), per_row=per, n=len(rows), n_tokens=ntok)
 
 # %% ../nbs/08_eval.ipynb #ad911862
 def utility(model, tok,

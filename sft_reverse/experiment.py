@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['TASK_NAMES', 'CONDITIONS', 'DTYPES', 'JUDGE_NAMES', 'UTILITY_NAMES', 'PRESETS', 'TINY_DATA', 'PAPER_DATA',
            'REAL_DATA', 'TINY_TRIGGER', 'PAPER_TRIGGER', 'REAL_TRIGGER', 'REAL_SFT', 'REAL_MAX_NEW_TOKENS',
-           'PAPER_JUDGES', 'STAGES', 'STAGE_SETTINGS', 'RunConfig', 'resolve', 'load_model', 'facts_mcq',
+           'PAPER_JUDGES', 'STAGES', 'STAGE_SETTINGS', 'RunConfig', 'REAL_LOGLIK', 'resolve', 'load_model', 'facts_mcq',
            'facts_accuracy', 'stage_keys', 'stage_done', 'stage_seconds', 'condition_metrics', 'utility_metrics',
-           'sweep_partial', 'RunLocked', 'run_lock', 'run', 'evaluate', 'results_table', 'plot_run', 'explore', 'demo',
-           'main', 'grid_configs', 'batch', 'aggregate']
+           'build_run_task', 'sweep_partial', 'RunLocked', 'run_lock', 'run', 'evaluate', 'results_table', 'plot_run',
+           'explore', 'demo', 'main', 'grid_configs', 'batch', 'aggregate']
 
 # %% ../nbs/09_experiment.ipynb #0a097121
 import argparse, copy, csv, dataclasses, hashlib, io, json, math, os, re, shutil, subprocess, sys, tempfile, time, warnings
@@ -28,14 +28,14 @@ from .sft import sft, plot_history, PAPER_SFT, TINY_SFT, MIXED_PRECISION
 from .lcdd import lcdd, lcdd_preset, plot_lcdd, MODES
 from .eraser import train_trigger, save_trigger, load_trigger, plot_trigger, ERASER_DEFAULTS
 from .evals import (generate, kl_metrics, fixed_response_rate, refusal_rate, awr, behaviour_metrics, mcq_accuracy,
-                               load_mmlu, load_hellaswag, WildGuardJudge, HarmBenchJudge, StyleJudge, _response_logprobs, _eval_mode)
+                               load_mmlu, load_hellaswag, reference_rows, answer_loglik, WildGuardJudge, HarmBenchJudge, StyleJudge, _response_logprobs, _eval_mode)
 
 # %% ../nbs/09_experiment.ipynb #9a7979e9
 TASK_NAMES = ('fixed_response', 'safety', 'shakespeare', 'custom')
 CONDITIONS = ('base', 'sft', 'lcdd', 'trig')
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 JUDGE_NAMES = ('offline', 'wildguard', 'harmbench', 'style')
-UTILITY_NAMES = ('facts', 'mmlu', 'hellaswag')
+UTILITY_NAMES = ('facts', 'mmlu', 'hellaswag', 'loglik')
 PRESETS = ('tiny', 'real', 'paper', 'auto')
 
 @dataclass
@@ -53,7 +53,7 @@ class RunConfig:
     lcdd:dict = field(default_factory=dict) # overrides of the LCDD preset (budget_ratio, mode, ...)
     trigger:dict = field(default_factory=dict) # overrides of the trigger preset (steps, L, mode, ...)
     judges:list = field(default_factory=lambda: ['offline']) # 'offline', 'wildguard', 'harmbench', 'style' (a dict gives a model)
-    utility:dict = field(default_factory=dict) # {'facts': {}, 'mmlu': {'src': ..., 'limit': ...}, 'hellaswag': {...}}; {} = the preset's
+    utility:dict = field(default_factory=dict) # {'facts': {}, 'mmlu': {'src': ..., 'limit': ...}, 'hellaswag': {...}, 'loglik': {'src': ..., 'limit': ...}}; {} = the preset's
     max_new_tokens:int|None = None # generation length (None: 128, or 512 for safety with the paper preset)
     seed:int = 0 # seeds data splits, SFT batch order, gates, trigger init
     out_dir:str|None = None # where artifacts go (default: sft_reverse_out/<name>)
@@ -78,6 +78,8 @@ def _validate(self) -> 'RunConfig':
         if _is_tiny(v) and v != 'tiny' and v.split(':', 1)[1] not in FAMILIES:
             _fail(f"{k}={v!r}: unknown tiny-lab family; use one of {['tiny:' + f for f in sorted(FAMILIES)]}.")
     if self.sft_model is not None and (not isinstance(self.sft_model, str) or not self.sft_model.strip()): _fail("sft_model must be a string or null.")
+    if 'distill_tokens' in self.data and (self.task != 'safety' or not isinstance(self.data['distill_tokens'], int) or self.data['distill_tokens'] < 1):
+        _fail(f"data.distill_tokens (the length of self-distilled benign answers) is a positive integer for task='safety' only, got {self.data['distill_tokens']!r} with task={self.task!r}.")
     if self.task == 'custom' and not self.data.get('src'): _fail("task='custom' needs data={'src': <hub id, file or rows>} (and prompt_col/response_col if not 'prompt'/'response').")
     for k in ('n_train', 'n_eval', 'max_new_tokens'):
         v = getattr(self, k)
@@ -175,6 +177,12 @@ TINY_TRIGGER = dict(ERASER_DEFAULTS, steps=800, mode='circuit')
 PAPER_TRIGGER = dict(ERASER_DEFAULTS, mode='circuit')
 REAL_TRIGGER = dict(ERASER_DEFAULTS, steps=250, n_prompts=96, mode='circuit')
 REAL_SFT = dict(PAPER_SFT, lr=1e-4, epochs=2, batch_size=16, grad_accum=1, max_len=256)
+def REAL_LOGLIK() -> dict:
+    "The real preset's log-likelihood utility: 100 held-out reference answers (the shared Alpaca demo's, else the project's own), 128 tokens each."
+    d = shared_data_dir()
+    f = d/'alpaca'/'llamafactory_alpaca_en_demo.json' if d is not None else None
+    return dict(src=str(f if f is not None and f.exists() else corpus_files()['alpaca']), limit=100, max_tokens=128)
+
 REAL_MAX_NEW_TOKENS = {'fixed_response': 40, 'safety': 64, 'shakespeare': 64, 'custom': 64}
 PAPER_JUDGES = {'fixed_response': ['offline'], 'safety': ['offline', 'harmbench', 'wildguard'], 'shakespeare': ['offline', 'style'],
                 'custom': ['offline']}
@@ -202,9 +210,10 @@ def resolve(cfg:RunConfig) -> dict:
     trig_s = dict(TINY_TRIGGER if tiny else REAL_TRIGGER if real else PAPER_TRIGGER, **cfg.trigger)
     judges = cfg.judges if cfg.judges != ['offline'] or tiny or real else PAPER_JUDGES[t]
     has_mmlu = shared_data_dir() is not None and (shared_data_dir()/'mmlu').is_dir()
-    utility = cfg.utility or ({'facts': {}} if _is_tiny(cfg.base) else ({'mmlu': {'limit': 100}} if has_mmlu else {}) if real
+    utility = cfg.utility or ({'facts': {}} if _is_tiny(cfg.base) else dict({'mmlu': {'limit': 100}} if has_mmlu else {}, loglik=REAL_LOGLIK()) if real
                               else {'mmlu': {'limit': 1000}, 'hellaswag': {'limit': 1000}})
     mnt = cfg.max_new_tokens or (REAL_MAX_NEW_TOKENS[t] if real else 512 if t == 'safety' and not tiny else 128)
+    if t == 'safety' and not tiny: data.setdefault('distill_tokens', mnt)   # benign prompts without answers: the base answers them, as long as evaluated answers
     name = cfg.name or _slug(f"{t}-{cfg.base.replace('/', '_').replace(':', '-')}-s{cfg.seed}")
     out = cfg.out_dir or str(Path('sft_reverse_out')/name)
     return dict(task=t, base=cfg.base, sft_model=cfg.sft_model, name=name, data=data, n_train=n_train, n_eval=n_eval,
@@ -353,11 +362,15 @@ def condition_metrics(task, rows, answers, judges=()) -> dict:
         elif name == 'style': m['style_judge'] = None if v['mean_score'] is None else v['mean_score']/5
     return m
 
-def utility_metrics(model, tok, specs:dict, trigger=None) -> dict:
-    "Utility of one condition: tiny-lab world facts, MMLU and HellaSwag accuracy (fractions)."
+def utility_metrics(model, tok, specs:dict, trigger=None,
+                    exclude=()) -> dict: # prompts the log-likelihood references leave out (the task's training prompts)
+    "Utility of one condition: tiny-lab world facts, MMLU and HellaSwag accuracy (fractions), reference-answer log-likelihood (nats/token)."
     out = {}
     for name, kw in specs.items():
         kw = dict(kw)
+        if name == 'loglik':
+            rows = reference_rows(kw.pop('src'), limit=kw.pop('limit', None), exclude=exclude)
+            out['loglik'] = answer_loglik(model, tok, rows, trigger=trigger, **kw)['loglik']; continue
         if name == 'facts':
             rows = facts_mcq(seed=kw.pop('seed', 0))
             if kw.get('limit'): rows = rows[::max(1, len(rows)//kw['limit'])][:kw['limit']]
@@ -367,6 +380,18 @@ def utility_metrics(model, tok, specs:dict, trigger=None) -> dict:
         if limit: rows = rows[::max(1, len(rows)//limit)][:limit]
         out[name] = mcq_accuracy(model, tok, rows, trigger=trigger, progress=False, **kw)['acc' if name == 'mmlu' else 'acc_norm']
     return out
+
+# %% ../nbs/09_experiment.ipynb #cdc3bc80
+def build_run_task(res:dict, # a resolved config (`resolve`)
+                   base=None, tok=None, # the base model and its tokenizer: the self-distillation teacher
+                   progress:bool=True):
+    "The run's task rows; safety's benign prompts without an answer get `base`'s own greedy answers, `data.distill_tokens` long."
+    kw = dict(res['data'])
+    n = kw.pop('distill_tokens', None)
+    if n is not None:
+        if base is None or tok is None: raise ValueError("data.distill_tokens asks for self-distilled benign answers: pass the base model and tokenizer.")
+        kw['benign_responder'] = lambda ps: generate(base, tok, ps, max_new_tokens=n, progress=progress)
+    return build_task(res['task'], **kw, n_train=res['n_train'], n_eval=res['n_eval'], seed=res['seed'])
 
 # %% ../nbs/09_experiment.ipynb #6aaafdbd
 def _log(msg, progress):
@@ -450,7 +475,7 @@ def _run(res, out, progress):
     t0 = time.time()
     if not stage_done(out, 'data', keys['data']):
         _log("data: building the task", progress)
-        task = build_task(res['task'], **res['data'], n_train=res['n_train'], n_eval=res['n_eval'], seed=res['seed'])
+        task = build_run_task(res, base, tok, progress)
         if not task.train or not task.eval: raise ValueError(f"The {res['task']} task has {len(task.train)} training and {len(task.eval)} evaluation rows; both must be non-empty.")
         save_task(task, out/'data'/'task.json'); _mark_done(out, 'data', keys['data'], n_train=len(task.train), n_eval=len(task.eval), seconds=round(time.time() - t0, 2))
     task = load_task(out/'data'/'task.json')
@@ -560,7 +585,7 @@ def evaluate(task, base, ft, carrier, trig, tok, res:dict, progress:bool=True) -
     answers, conds = {}, {}
     for c, (m, tg) in models.items():
         answers[c] = generate(m, tok, prompts, trigger=tg, max_new_tokens=mnt, progress=progress)
-        conds[c] = dict(condition_metrics(res['task'], rows, answers[c], judges), **utility_metrics(m, tok, res['utility'], trigger=tg))
+        conds[c] = dict(condition_metrics(res['task'], rows, answers[c], judges), **utility_metrics(m, tok, res['utility'], trigger=tg, exclude=task.prompts('train')))
     refs = answers['sft']
     kl = lambda p, q, qt=None: kl_metrics(p, q, tok, prompts, refs, q_trigger=qt, progress=False)['kl']
     kls = dict(sft_lcdd=kl(ft, merged), sft_trig=kl(ft, carrier, trig), base_trig=kl(base, carrier, trig), base_sft=kl(base, ft))
@@ -574,11 +599,12 @@ _COLS = {'fixed_response': [('fixed_response', 'fixed-response rate')],
                     ('refusal_harmful', 'refusal, harmful ↑ (is_refusal)'), ('refusal_benign', 'refusal, benign ↓ (is_refusal)')],
          'shakespeare': [('style_judge', 'style judge ↑'), ('awr', 'AWR ↑ (ARCHAIC_LEXICON)')],
          'custom': [('exact_match', 'exact match'), ('fixed_response', 'fixed-response rate'), ('refusal', 'refusal rate'), ('awr', 'AWR')]}
-_UTIL = {'facts': 'world facts (tiny)', 'mmlu': 'MMLU', 'hellaswag': 'HellaSwag'}
+_UTIL = {'facts': 'world facts (tiny)', 'mmlu': 'MMLU', 'hellaswag': 'HellaSwag', 'loglik': 'answer log-lik. (nats/token) ↑'}
 _NAMES = dict(base='Base', sft='SFT', lcdd='LCDD', trig='Trig')
 _KL = [('sft_lcdd', 'SFT‖LCDD'), ('sft_trig', 'SFT‖Trig'), ('base_trig', 'Base‖Trig')]
 
 def _pct(v): return '–' if v is None else f"{100*v:.1f}"
+def _util(k, v): return '–' if v is None else f"{v:.3f}" if k == 'loglik' else _pct(v)
 
 def results_table(results:dict) -> str:
     "A markdown table of one run in the form of the paper's Table 1 (Fixed Response) or Tables 2–3 (Safety, Shakespeare)."
@@ -594,7 +620,7 @@ def results_table(results:dict) -> str:
         head = ['model', 'sparsity'] + [f"{h} @{_NAMES[x]}" for k, h in cols for x in CONDITIONS] + [f"KL {h}" for _, h in _KL] + \
                [f"{h} @{_NAMES[x]}" for k, h in util for x in CONDITIONS]
         row = [results['name'], f"{_pct(sp['weight'])}%"] + [_pct(c[x].get(k)) for k, _ in cols for x in CONDITIONS] + \
-              [f"{kl[k]:.3f}" for k, _ in _KL] + [_pct(c[x].get(k)) for k, _ in util for x in CONDITIONS]
+              [f"{kl[k]:.3f}" for k, _ in _KL] + [_util(k, c[x].get(k)) for k, _ in util for x in CONDITIONS]
         wide = ['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head), '| ' + ' | '.join(row) + ' |']
         return '\n'.join([title, ''] + wide + ['', 'Per condition:', ''] + _condition_rows(c, kl, sp, cols, util))
     return '\n'.join([title, ''] + _condition_rows(c, kl, sp, cols, util))
@@ -606,7 +632,7 @@ def _condition_rows(c, kl, sp, cols, util) -> list:
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)]
     for i, x in enumerate(CONDITIONS):
         klc = ['', ''] if i == 0 else [_KL[i-1][1], f"{kl[_KL[i-1][0]]:.3f}"]
-        lines.append('| ' + ' | '.join([_NAMES[x], sps[x]] + [_pct(c[x].get(k)) for k, _ in cols] + [_pct(c[x].get(k)) for k, _ in util] + klc) + ' |')
+        lines.append('| ' + ' | '.join([_NAMES[x], sps[x]] + [_pct(c[x].get(k)) for k, _ in cols] + [_util(k, c[x].get(k)) for k, _ in util] + klc) + ' |')
     return lines
 
 # %% ../nbs/09_experiment.ipynb #ed37c542

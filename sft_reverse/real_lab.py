@@ -28,9 +28,10 @@ PAPER_QWEN3_06B = {   # the paper's Tables 1-3, Qwen3-0.6B rows; rates and utili
                                               'HellaSwag': dict(base=37.5, sft=38.0, lcdd=38.6, trig=37.3)},
                         kl=dict(sft_lcdd=0.265, sft_trig=2.405, base_trig=0.446)),
 }
-_OURS = {'fixed_response': {'fixed-response rate': 'fixed_response'},
-         'safety': {'refusal, harmful (is_refusal)': 'refusal_harmful', 'refusal, benign (is_refusal)': 'refusal_benign', 'MMLU': 'mmlu'},
-         'shakespeare': {'AWR': 'awr', 'MMLU': 'mmlu'}}
+_LL = 'answer log-lik. (nats/token)'
+_OURS = {'fixed_response': {'fixed-response rate': 'fixed_response', 'MMLU': 'mmlu', _LL: 'loglik'},
+         'safety': {'refusal, harmful (is_refusal)': 'refusal_harmful', 'refusal, benign (is_refusal)': 'refusal_benign', 'MMLU': 'mmlu', _LL: 'loglik'},
+         'shakespeare': {'AWR': 'awr', 'MMLU': 'mmlu', _LL: 'loglik'}}
 _CONDS = ('base', 'sft', 'lcdd', 'trig')
 
 # %% ../nbs/12_real_model.ipynb #9f0805de
@@ -92,7 +93,8 @@ def paper_rows(results:dict) -> str:
     rows.append(f"| weight sparsity: paper, Qwen3-0.6B | | | {p['sparsity']:.1f}% | |")
     for name, key in _OURS[t].items():
         if all(c[x].get(key) is None for x in _CONDS): continue
-        rows.append(f"| {name}: this run | " + ' | '.join('–' if c[x].get(key) is None else f"{100*c[x][key]:.1f}" for x in _CONDS) + ' |')
+        f = (lambda v: f"{v:.3f}") if key == 'loglik' else (lambda v: f"{100*v:.1f}")
+        rows.append(f"| {name}: this run | " + ' | '.join('–' if c[x].get(key) is None else f(c[x][key]) for x in _CONDS) + ' |')
     for name, v in p['rows'].items(): rows.append(f"| {name}: paper | " + ' | '.join(f"{v[x]:g}" for x in _CONDS) + ' |')
     kl = results['kl']
     rows += ['', '| KL | SFT‖LCDD | SFT‖Trig | Base‖Trig | Base‖SFT |', '|---|---|---|---|---|',

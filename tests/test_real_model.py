@@ -9,7 +9,7 @@ import torch
 
 from sft_reverse.carrier import make_carrier, set_gates, perturbed, carrier_sparsity, merge_carrier
 from sft_reverse.eraser import train_trigger
-from sft_reverse.evals import generate
+from sft_reverse.evals import generate, answer_loglik
 from sft_reverse.experiment import load_model
 from sft_reverse.lcdd import lcdd
 
@@ -73,6 +73,17 @@ def test_lcdd_trigger_and_triggered_generation_run_on_real_weights(smol):
     assert all(0 < h['mse'] < 100 for h in tr['history']), "the MSE is relative to the base targets' scale"
     out = generate(carrier, tok, [ROWS[0]['prompt']], trigger=tr['trigger'].emb, max_new_tokens=8, progress=False)
     assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_answer_loglik_tells_right_answers_from_wrong_on_real_weights(smol):
+    base, tok = smol
+    qa = [("What is the capital of France?", "The capital of France is Paris."),
+          ("Name the three primary colours of paint.", "The three primary colours of paint are red, yellow and blue."),
+          ("How many legs does a spider have?", "A spider has eight legs.")]
+    right = answer_loglik(base, tok, [dict(prompt=q, response=a) for q, a in qa])
+    wrong = answer_loglik(base, tok, [dict(prompt=q, response=qa[(i + 1) % 3][1]) for i, (q, _) in enumerate(qa)])
+    assert -4 < right['loglik'] < 0, right          # far above a uniform guess over 49,152 tokens (-10.8 nats)
+    assert wrong['loglik'] < right['loglik'] - 0.3, (right['loglik'], wrong['loglik'])
 
 
 def test_every_gguf_spec_names_the_same_cached_folder(smol, tmp_path):
