@@ -6,11 +6,11 @@
 __all__ = ['FIXED_KEYWORDS', 'PUBLIC_REFUSAL_MARKERS', 'REFUSAL_PATTERNS', 'ARCHAIC_LEXICON', 'WILDGUARD_FORMAT',
            'HARMBENCH_PROMPT', 'STYLE_RUBRIC', 'LETTERS', 'generate', 'is_fixed_response', 'fixed_response_rate',
            'is_refusal', 'refusal_rate', 'refusal_labels', 'refusal_scores', 'words', 'archaic_counts', 'awr',
-           'awr_per_text', 'load_lexicon', 'sft_references', 'kl_metrics', 'behaviour_metrics', 'KeywordRefusalJudge',
-           'FixedResponseJudge', 'AWRJudge', 'offline_judges', 'wildguard_input', 'parse_wildguard', 'WildGuardJudge',
-           'parse_harmbench', 'clip_tokens', 'HarmBenchJudge', 'style_input', 'parse_style', 'StyleJudge', 'judge_all',
-           'judge_condition', 'mc_items', 'mcq_prompt', 'TriggeredLM', 'mcq_accuracy', 'load_mmlu', 'load_hellaswag',
-           'reference_rows', 'answer_loglik', 'utility']
+           'awr_per_text', 'load_lexicon', 'sft_references', 'response_token_logprobs', 'kl_metrics',
+           'behaviour_metrics', 'KeywordRefusalJudge', 'FixedResponseJudge', 'AWRJudge', 'offline_judges',
+           'wildguard_input', 'parse_wildguard', 'WildGuardJudge', 'parse_harmbench', 'clip_tokens', 'HarmBenchJudge',
+           'style_input', 'parse_style', 'StyleJudge', 'judge_all', 'judge_condition', 'mc_items', 'mcq_prompt',
+           'TriggeredLM', 'mcq_accuracy', 'load_mmlu', 'load_hellaswag', 'reference_rows', 'answer_loglik', 'utility']
 
 # %% ../nbs/08_eval.ipynb #25ce5250
 import csv, inspect, json, os, re, time
@@ -376,6 +376,15 @@ def _response_logprobs(model, tok, encs, trigger=None) -> list:
     logits = model(inputs_embeds=emb, attention_mask=att, position_ids=pos, use_cache=False, **kw).logits[:, -k:-1]
     lp = logits.float().log_softmax(-1)
     return [lp[i, lp.shape[1] - m:] for i, m in enumerate(n)]
+
+def response_token_logprobs(model, tok, encs:list, # encodings with response-only labels (`encode_chat`)
+                            trigger:torch.Tensor|None=None) -> list:
+    "Per encoding, the (n,) log-probabilities the model gives the n tokens of its response (teacher-forced, one batch)."
+    out = []
+    for e, lp in zip(encs, _response_logprobs(model, tok, encs, trigger)):
+        ids = torch.tensor([t for t, l in zip(e['input_ids'], e['labels']) if l != -100], device=lp.device)
+        out.append(lp.gather(1, ids[:, None])[:, 0])
+    return out
 
 # %% ../nbs/08_eval.ipynb #d6fe2b3f
 def kl_metrics(p_model, # P: the reference side of KL(P‖Q), e.g. the SFT model
@@ -902,9 +911,10 @@ def reference_rows(src, # rows with prompts and reference answers: a file, folde
     "(prompt, response) rows with a non-empty reference answer, minus the `exclude`d prompts."
     rows = src if isinstance(src, list) else load_rows(src, split)
     if not rows: raise ValueError("reference_rows: the source has no rows.")
-    col, skip = prompt_column(rows), {' '.join(str(p).split()).lower() for p in exclude}
+    norm = lambda s: ' '.join(str(s).split()).lower()
+    col, skip = prompt_column(rows), {norm(p) for p in exclude}
     out = [dict(prompt=row_prompt(r, col), response=row_response(r)) for r in rows]
-    out = [r for r in out if r['prompt'] and r['response'] and ' '.join(r['prompt'].split()).lower() not in skip]
+    out = [r for r in out if r['prompt'] and r['response'] and norm(r['prompt']) not in skip]
     if not out: raise ValueError("reference_rows: no row has both a prompt and a reference answer (output/response/completion) "
                                  "outside the excluded prompts; pass a source with answers.")
     if limit is not None:
@@ -937,9 +947,7 @@ def answer_loglik(model, # a causal LM (or a carrier)
     with _eval_mode(model):
         for s in tqdm(range(0, len(order), batch_size), desc='loglik', disable=not progress, leave=False):
             idx = order[s:s+batch_size]
-            for i, lp in zip(idx, _response_logprobs(model, tok, [encs[i] for i in idx], trigger)):
-                ids = torch.tensor([t for t, l in zip(encs[i]['input_ids'], encs[i]['labels']) if l != -100], device=lp.device)
-                tl = lp.gather(1, ids[:, None])[:, 0]
+            for i, tl in zip(idx, response_token_logprobs(model, tok, [encs[i] for i in idx], trigger)):
                 per[i], ntok = tl.mean().item(), ntok + tl.numel()
     return dict(loglik=sum(per)/len(per), per_row=per, n=len(rows), n_tokens=ntok)
 

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['TASK_NAMES', 'CONDITIONS', 'DTYPES', 'JUDGE_NAMES', 'UTILITY_NAMES', 'PRESETS', 'TINY_DATA', 'PAPER_DATA',
            'REAL_DATA', 'TINY_TRIGGER', 'PAPER_TRIGGER', 'REAL_TRIGGER', 'REAL_SFT', 'REAL_MAX_NEW_TOKENS',
-           'PAPER_JUDGES', 'STAGES', 'STAGE_SETTINGS', 'RunConfig', 'REAL_LOGLIK', 'resolve', 'load_model', 'facts_mcq',
-           'facts_accuracy', 'stage_keys', 'stage_done', 'stage_seconds', 'condition_metrics', 'utility_metrics',
-           'build_run_task', 'sweep_partial', 'RunLocked', 'run_lock', 'run', 'evaluate', 'results_table', 'plot_run',
-           'explore', 'demo', 'main', 'grid_configs', 'batch', 'aggregate']
+           'PAPER_JUDGES', 'STAGES', 'STAGE_SETTINGS', 'RunConfig', 'real_loglik_spec', 'resolve', 'load_model',
+           'facts_mcq', 'facts_accuracy', 'stage_keys', 'stage_done', 'stage_seconds', 'condition_metrics',
+           'utility_metrics', 'build_run_task', 'sweep_partial', 'RunLocked', 'run_lock', 'run', 'evaluate',
+           'results_table', 'plot_run', 'explore', 'demo', 'main', 'grid_configs', 'batch', 'aggregate']
 
 # %% ../nbs/09_experiment.ipynb #0a097121
 import argparse, copy, csv, dataclasses, hashlib, io, json, math, os, re, shutil, subprocess, sys, tempfile, time, warnings
@@ -28,7 +28,7 @@ from .sft import sft, plot_history, PAPER_SFT, TINY_SFT, MIXED_PRECISION
 from .lcdd import lcdd, lcdd_preset, plot_lcdd, MODES
 from .eraser import train_trigger, save_trigger, load_trigger, plot_trigger, ERASER_DEFAULTS
 from .evals import (generate, kl_metrics, fixed_response_rate, refusal_rate, awr, behaviour_metrics, mcq_accuracy,
-                               load_mmlu, load_hellaswag, reference_rows, answer_loglik, WildGuardJudge, HarmBenchJudge, StyleJudge, _response_logprobs, _eval_mode)
+                               load_mmlu, load_hellaswag, reference_rows, answer_loglik, WildGuardJudge, HarmBenchJudge, StyleJudge, response_token_logprobs, _eval_mode)
 
 # %% ../nbs/09_experiment.ipynb #9a7979e9
 TASK_NAMES = ('fixed_response', 'safety', 'shakespeare', 'custom')
@@ -177,7 +177,7 @@ TINY_TRIGGER = dict(ERASER_DEFAULTS, steps=800, mode='circuit')
 PAPER_TRIGGER = dict(ERASER_DEFAULTS, mode='circuit')
 REAL_TRIGGER = dict(ERASER_DEFAULTS, steps=250, n_prompts=96, mode='circuit')
 REAL_SFT = dict(PAPER_SFT, lr=1e-4, epochs=2, batch_size=16, grad_accum=1, max_len=256)
-def REAL_LOGLIK() -> dict:
+def real_loglik_spec() -> dict:
     "The real preset's log-likelihood utility: 100 held-out reference answers (the shared Alpaca demo's, else the project's own), 128 tokens each."
     d = shared_data_dir()
     f = d/'alpaca'/'llamafactory_alpaca_en_demo.json' if d is not None else None
@@ -210,7 +210,7 @@ def resolve(cfg:RunConfig) -> dict:
     trig_s = dict(TINY_TRIGGER if tiny else REAL_TRIGGER if real else PAPER_TRIGGER, **cfg.trigger)
     judges = cfg.judges if cfg.judges != ['offline'] or tiny or real else PAPER_JUDGES[t]
     has_mmlu = shared_data_dir() is not None and (shared_data_dir()/'mmlu').is_dir()
-    utility = cfg.utility or ({'facts': {}} if _is_tiny(cfg.base) else dict({'mmlu': {'limit': 100}} if has_mmlu else {}, loglik=REAL_LOGLIK()) if real
+    utility = cfg.utility or ({'facts': {}} if _is_tiny(cfg.base) else dict({'mmlu': {'limit': 100}} if has_mmlu else {}, loglik=real_loglik_spec()) if real
                               else {'mmlu': {'limit': 1000}, 'hellaswag': {'limit': 1000}})
     mnt = cfg.max_new_tokens or (REAL_MAX_NEW_TOKENS[t] if real else 512 if t == 'safety' and not tiny else 128)
     if t == 'safety' and not tiny: data.setdefault('distill_tokens', mnt)   # benign prompts without answers: the base answers them, as long as evaluated answers
@@ -290,9 +290,7 @@ def facts_accuracy(model, tok, rows:list|None=None, trigger:torch.Tensor|None=No
     with _eval_mode(model):
         for s in range(0, len(encs), batch_size):
             b = encs[s:s+batch_size]
-            for e, lp in zip(b, _response_logprobs(model, tok, b, trigger)):
-                ids = [t for t, l in zip(e['input_ids'], e['labels']) if l != -100]
-                scores.append(lp.gather(1, torch.tensor(ids, device=lp.device)[:, None]).sum().item())
+            scores += [lp.sum().item() for lp in response_token_logprobs(model, tok, b, trigger)]
     k, correct = 0, 0
     for r in rows:
         s = scores[k:k + len(r['choices'])]; k += len(r['choices'])
