@@ -175,9 +175,9 @@ REAL_DATA = {'fixed_response': dict(n_train=480, n_eval=100), 'safety': dict(n_t
              'shakespeare': dict(n_train=480, n_eval=100), 'custom': dict(n_train=None, n_eval=100)}
 TINY_TRIGGER = dict(ERASER_DEFAULTS, steps=800, mode='circuit')
 PAPER_TRIGGER = dict(ERASER_DEFAULTS, mode='circuit')
-# 750 trigger steps (the paper runs 2,000): at 250, SmolLM2's trigger losses were still falling when it stopped
-# (Safety: MSE 0.34 -> 0.069, tail KL 1.34 -> 0.18) and Fixed Response kept 11% of the behaviour.
-REAL_TRIGGER = dict(ERASER_DEFAULTS, steps=750, n_prompts=96, mode='circuit')
+# 250 trigger steps on 96 prompts. Measured on SmolLM2's Fixed Response carrier (nbs/12): 750 steps, or 200 prompts,
+# lowered the trigger's own loss but left more of the behaviour on held-out prompts (22%, 17% against 11%).
+REAL_TRIGGER = dict(ERASER_DEFAULTS, steps=250, n_prompts=96, mode='circuit')
 REAL_SFT = dict(PAPER_SFT, lr=1e-4, epochs=2, batch_size=16, grad_accum=1, max_len=256)
 def real_loglik_spec() -> dict:
     "The real preset's log-likelihood utility: 100 held-out reference answers (the shared Alpaca demo's, else the project's own), 128 tokens each."
