@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['TASK_NAMES', 'CONDITIONS', 'DTYPES', 'JUDGE_NAMES', 'UTILITY_NAMES', 'PRESETS', 'TINY_DATA', 'PAPER_DATA',
-           'REAL_DATA', 'TINY_TRIGGER', 'PAPER_TRIGGER', 'REAL_TRIGGER', 'REAL_SFT', 'REAL_MAX_NEW_TOKENS',
-           'PAPER_JUDGES', 'STAGES', 'STAGE_SETTINGS', 'RunConfig', 'real_loglik_spec', 'resolve', 'load_model',
-           'facts_mcq', 'facts_accuracy', 'stage_keys', 'stage_done', 'stage_seconds', 'condition_metrics',
-           'utility_metrics', 'build_run_task', 'sweep_partial', 'RunLocked', 'run_lock', 'run', 'evaluate',
-           'results_table', 'plot_run', 'explore', 'demo', 'main', 'grid_configs', 'batch', 'aggregate']
+           'REAL_DATA', 'TINY_TRIGGER', 'PAPER_TRIGGER', 'REAL_TRIGGER', 'REAL_SFT', 'REAL_SFT_TASK',
+           'REAL_MAX_NEW_TOKENS', 'PAPER_JUDGES', 'STAGES', 'STAGE_SETTINGS', 'RunConfig', 'real_loglik_spec',
+           'resolve', 'load_model', 'facts_mcq', 'facts_accuracy', 'stage_keys', 'stage_done', 'stage_seconds',
+           'condition_metrics', 'utility_metrics', 'build_run_task', 'sweep_partial', 'RunLocked', 'run_lock', 'run',
+           'evaluate', 'results_table', 'plot_run', 'explore', 'demo', 'main', 'grid_configs', 'batch', 'aggregate']
 
 # %% ../nbs/09_experiment.ipynb #0a097121
 import argparse, copy, csv, dataclasses, hashlib, io, json, math, os, re, shutil, subprocess, sys, tempfile, time, warnings
@@ -179,6 +179,9 @@ PAPER_TRIGGER = dict(ERASER_DEFAULTS, mode='circuit')
 # lowered the trigger's own loss but left more of the behaviour on held-out prompts (22%, 17% against 11%).
 REAL_TRIGGER = dict(ERASER_DEFAULTS, steps=250, n_prompts=96, mode='circuit')
 REAL_SFT = dict(PAPER_SFT, lr=1e-4, epochs=2, batch_size=16, grad_accum=1, max_len=256)
+# Shakespeare trains for 4 epochs: a style is spread thinly over every answer token, and 2 epochs (60 steps) left SmolLM2's
+# archaic-word rate at 1.8x the base model's; a 6-epoch schedule measured 3.2x at epoch 2 and 4.1x at epoch 4 (nbs/12).
+REAL_SFT_TASK = {'shakespeare': dict(epochs=4)}
 def real_loglik_spec() -> dict:
     "The real preset's log-likelihood utility: 100 held-out reference answers (the shared Alpaca demo's, else the project's own), 128 tokens each."
     d = shared_data_dir()
@@ -207,7 +210,7 @@ def resolve(cfg:RunConfig) -> dict:
     sizes = (TINY_DATA if tiny else REAL_DATA if real else PAPER_DATA)[t]
     n_train = cfg.n_train if cfg.n_train is not None else sizes['n_train']
     n_eval = cfg.n_eval if cfg.n_eval is not None else sizes['n_eval']
-    sft_s = dict(TINY_SFT if tiny else REAL_SFT if real else PAPER_SFT, **cfg.sft)
+    sft_s = dict(TINY_SFT if tiny else dict(REAL_SFT, **REAL_SFT_TASK.get(t, {})) if real else PAPER_SFT, **cfg.sft)
     lcdd_s = {**lcdd_preset(t, preset=preset), 'mode': 'joint', **cfg.lcdd}
     trig_s = dict(TINY_TRIGGER if tiny else REAL_TRIGGER if real else PAPER_TRIGGER, **cfg.trigger)
     judges = cfg.judges if cfg.judges != ['offline'] or tiny or real else PAPER_JUDGES[t]
