@@ -26,7 +26,7 @@ from .gguf_load import PACKAGED, is_gguf_spec, gguf_to_hf
 from .tiny import tiny_lab, corpus_files, set_threads, make_world
 from .sft import sft, plot_history, PAPER_SFT, TINY_SFT, MIXED_PRECISION
 from .lcdd import lcdd, lcdd_preset, plot_lcdd, MODES
-from .eraser import train_trigger, save_trigger, load_trigger, plot_trigger, ERASER_DEFAULTS
+from .eraser import train_trigger, save_trigger, load_trigger, plot_trigger, ERASER_DEFAULTS, NORM_UNITS, MSE_NORMS
 from .evals import (generate, kl_metrics, fixed_response_rate, refusal_rate, awr, behaviour_metrics, mcq_accuracy,
                                load_mmlu, load_hellaswag, reference_rows, answer_loglik, WildGuardJudge, HarmBenchJudge, StyleJudge, response_token_logprobs, _eval_mode)
 
@@ -92,6 +92,8 @@ def _validate(self) -> 'RunConfig':
     _check_overrides('trigger', self.trigger, set(ERASER_DEFAULTS) | {'mode'})
     if self.lcdd.get('mode', 'joint') not in MODES: _fail(f"lcdd.mode={self.lcdd['mode']!r} is not one of {MODES}.")
     if self.trigger.get('mode', 'circuit') not in ('circuit', 'output'): _fail(f"trigger.mode={self.trigger['mode']!r} is not 'circuit' or 'output'.")
+    if self.trigger.get('units', 'embedding') not in NORM_UNITS: _fail(f"trigger.units={self.trigger['units']!r} is not one of {NORM_UNITS}.")
+    if self.trigger.get('mse_norm', 'base') not in MSE_NORMS: _fail(f"trigger.mse_norm={self.trigger['mse_norm']!r} is not one of {MSE_NORMS}.")
     for k, v in {**{f"sft.{a}": b for a, b in self.sft.items()}, **{f"lcdd.{a}": b for a, b in self.lcdd.items()},
                  **{f"trigger.{a}": b for a, b in self.trigger.items()}}.items():
         if k.split('.')[1] in _POSITIVE and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):

@@ -112,8 +112,10 @@ def results_dir(model:str='smollm2') -> Path:
 def save_real_results(out, # a finished run's output dir
                       carrier=None, # its carrier (to add sparsity per layer, matrix and group)
                       model:str='smollm2', name:str|None=None) -> Path:
-    "Copy a run's results.json (plus the carrier's detailed sparsity) to data/results/<model>/<task>.json, atomically."
+    "Copy a run's results.json (plus the carrier's detailed sparsity and the trigger's settings as applied) to data/results/<model>/<task>.json, atomically."
     r = json.loads((Path(out)/'results.json').read_text())
+    tj = Path(out)/'trigger'/'trigger.json'
+    if tj.exists(): r['trigger_settings'] = json.loads(tj.read_text())['settings']   # with the model's embedding scale and the raw R and β
     if carrier is not None:
         sp = carrier_sparsity(carrier)
         r['sparsity_detail'] = dict(per_group=sp['per_group'], per_matrix=sp['per_matrix'],
