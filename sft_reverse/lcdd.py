@@ -70,6 +70,10 @@ class LCDDController:
 @torch.no_grad()
 def _clip(x, lo, hi): return min(hi, max(lo, x))
 
+def _excess(ema:float, eps:float) -> float:
+    "v = (L̂ − ε)/ε; with a zero budget (eps_floor=0 on a loss of exactly 0), 0 at zero loss and +inf above it."
+    return (ema - eps)/eps if eps > 0 else (0. if ema <= 0 else math.inf)
+
 def _update(self, loss:float, sparsity:float|None=None) -> dict:
     "Advance one step with this step's task loss (and, on check steps, the weight sparsity); returns the step's record."
     if not math.isfinite(loss): raise ValueError(f"The task loss is {loss} at step {self.step + 1}; LCDD cannot continue from a non-finite loss.")
@@ -84,14 +88,13 @@ def _update(self, loss:float, sparsity:float|None=None) -> dict:
         self.eps = max(self.eps, self.eps_floor)
     v = None
     if self.eps is not None:
-        v = (self.ema - self.eps)/self.eps
+        v = _excess(self.ema, self.eps)
         rate = self.eta_up if (self.eta_up is not None and v < 0) else self.eta
         self.lam = _clip(self.lam*math.exp(-rate*v), self.lambda_min, self.lambda_max)
         self.breach = self.breach + 1 if v > self.breach_tol else 0
         if self.breach >= self.breach_patience: self.stopped = 'breach'
     elif self.ema0 is not None:  # warmup: the provisional budget may only shrink λ
-        eps0 = self.ema0*(1 + self.budget_ratio)
-        v = (self.ema - eps0)/eps0
+        v = _excess(self.ema, max(self.ema0*(1 + self.budget_ratio), self.eps_floor))
         if v > 0: self.lam = _clip(self.lam*math.exp(-self.eta*v), self.lambda_min, self.lambda_max)
     if sparsity is not None:
         if t > self.warmup_steps and self.last_sparsity is not None:
