@@ -19,7 +19,7 @@ from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .gates import Gate
+from .gates import Gate, GateBank
 from .delta import DeltaLinear, HeadRepeat, delta_for, delta_dtype, FORMS
 
 # %% ../nbs/02_carrier.ipynb #e08ca64e
@@ -146,6 +146,11 @@ def _heads(model, lay):
 # %% ../nbs/02_carrier.ipynb #9a4ae1a9
 def _gate_seed(seed, layer, gi): return (seed*1_000_003 + layer*len(GROUPS) + gi) % 2**62
 
+def _decoder(model, lay):
+    "The module that runs the decoder layers: the parent of `lay.layers` (the model itself if the layers sit on it)."
+    parent = lay.layers.rpartition('.')[0]
+    return model.get_submodule(parent) if parent else model
+
 def _gate_model(model, lay, delta_fn, form='weight', init=1.0, jitter=0.25, seed=0):
     "Replace each projection of share-clone `model` by a DeltaLinear with ΔW from `delta_fn(layer, mat, linear)`."
     if form not in FORMS: raise ValueError(f"Unknown form {form!r}; use one of {FORMS}.")
@@ -170,6 +175,8 @@ def _gate_model(model, lay, delta_fn, form='weight', init=1.0, jitter=0.25, seed
             _set_module(layer, getattr(lay, m), deltas[i, m])
     model.carrier_gates = store
     model.gates, model.deltas = gates, deltas
+    # one Heaviside for all gates per forward pass of the decoder (it holds every projection)
+    model.gate_bank = GateBank(list(gates.values())).attach(_decoder(model, lay))
     model.carrier_info = dict(model_type=model.config.model_type, layout=asdict(lay), n_layers=len(layers),
                               n_heads=nh, n_kv_heads=nkv, head_dim=hd, form=form, init=init, jitter=jitter, seed=seed,
                               base=getattr(model.config, '_name_or_path', '') or '')
@@ -277,8 +284,9 @@ def merge_carrier(model):
         lin.weight = nn.Parameter(w, requires_grad=False)
         if b is not None: lin.bias = nn.Parameter(b, requires_grad=False)
         _set_module(merged.get_submodule(lay.layers)[i], getattr(lay, m), lin)
+    merged.gate_bank.detach(_decoder(merged, lay))
     del merged.carrier_gates
-    for k in ('gates', 'deltas', 'carrier_info'): merged.__dict__.pop(k, None)
+    for k in ('gates', 'deltas', 'carrier_info', 'gate_bank'): merged.__dict__.pop(k, None)
     return merged
 
 # %% ../nbs/02_carrier.ipynb #2f108b9f

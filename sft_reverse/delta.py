@@ -14,7 +14,7 @@ from .gates import Gate
 # %% ../nbs/01_delta.ipynb #a139fa24
 def _masked_weight(w, d, m_col, m_row):
     "W_base + (m_col ⊗ m_row) ⊙ ΔW, assembled in ΔW's dtype."
-    return torch.addcmul(w.to(d.dtype), m_col[:, None]*m_row[None, :], d)
+    return torch.addcmul(w.to(d.dtype), torch.outer(m_col, m_row), d)
 
 class MaskedLinearFn(torch.autograd.Function):
     "y = x·(W_base + (m_col ⊗ m_row) ⊙ ΔW)ᵀ + b_base + m_col ⊙ Δb, recomputing the masked weight in backward."
@@ -32,15 +32,16 @@ class MaskedLinearFn(torch.autograd.Function):
         x, w, d, m_col, m_row, db = ctx.saved_tensors
         nx, _, nd, nc, nr, nb, ndb = ctx.needs_input_grad
         gx = gd = gc = gr = gb = gdb = None
-        if nx: gx = g @ _masked_weight(w, d, m_col, m_row).to(g.dtype)
+        M = torch.outer(m_col, m_row) if nx or nd else None   # built once, for both the masked weight and gΔW
+        if nx: gx = g @ torch.addcmul(w.to(d.dtype), M, d).to(g.dtype)
         g2 = g.reshape(-1, g.shape[-1])
         if nd or nc or nr:
             G = (g2.t() @ x.reshape(-1, x.shape[-1])).to(d.dtype)
-            if nd: gd = G * (m_col[:, None]*m_row[None, :])
+            if nd: gd = G * M
             if nc or nr:
                 Gd = G.mul_(d)
                 if nc: gc = Gd @ m_row
-                if nr: gr = m_col @ Gd
+                if nr: gr = Gd.t().mv(m_col)
         if nb or ndb or (nc and db is not None):
             gsum = g2.sum(0).to(d.dtype)
             if nb: gb = gsum

@@ -114,22 +114,21 @@ LCDDController.from_state = classmethod(lambda cls, d: cls(**d))
 # %% ../nbs/06_lcdd.ipynb #f725071e
 PENALTY_NORMS = ('sensitivity', 'sum', 'mean')
 
+@torch.no_grad()
 def _gate_grads(gates, lam, rho, norm, s_ema, beta=0.9):
-    "Turn the task gradient on every gate logit into task + penalty gradient, in place; returns the updated sensitivity EMA."
-    th = torch.cat([g.logits.detach() for g in gates])
+    "Turn the task gradient on every gate logit into task + penalty gradient, in place; returns the sensitivity EMA (0-d float64 on the gates' device, 0 until set)."
+    th = torch.cat([g.logits for g in gates])
     sp = torch.sigmoid(th); dsig = sp*(1 - sp)
     gt = torch.cat([g.logits.grad if g.logits.grad is not None else torch.zeros_like(g.logits) for g in gates])
-    if norm == 'sensitivity':
-        sens = (gt/dsig.clamp_min(1e-12)).abs()[th > 0]
-        s = sens.mean().item() if sens.numel() else 0.
-        if s > 0: s_ema = s if s_ema is None else beta*s_ema + (1 - beta)*s
-        scale = 1/s_ema if s_ema else 1.
-        total = gt*scale + lam*rho*dsig
+    if norm == 'sensitivity':   # computed on the device: no host sync
+        op = th > 0
+        s = torch.where(op, (gt/dsig.clamp_min(1e-12)).abs(), 0.).sum().double()/op.sum().clamp_min(1)
+        prev = torch.zeros((), dtype=torch.float64, device=th.device) if s_ema is None else torch.as_tensor(s_ema, dtype=torch.float64, device=th.device)
+        s_ema = torch.where(s > 0, torch.where(prev > 0, beta*prev + (1 - beta)*s, s), prev)
+        total = gt*torch.where(s_ema > 0, 1/s_ema, 1.) + lam*rho*dsig
     elif norm == 'sum': total = gt + lam*rho*dsig
     else: total = gt + lam*rho*dsig/th.numel()
-    k = 0
-    for g in gates:
-        n = g.logits.numel(); g.logits.grad = total[k:k+n].view_as(g.logits).clone(); k += n
+    for g, t in zip(gates, total.split([g.n for g in gates])): g.logits.grad = t
     return s_ema
 
 # %% ../nbs/06_lcdd.ipynb #5db4338c
@@ -229,7 +228,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     gates, deltas = _lcdd_params(carrier, mode)
     names = [n for n, p in deltas if p.requires_grad]
     gate_names = [n for n, _ in carrier.named_parameters() if n.endswith('.logits')]
-    g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0)
+    g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0, foreach=True)
     scaler = grad_scaler(mixed_precision, acc.device)
     d_opt = torch.optim.AdamW([p for _, p in deltas if p.requires_grad] or [torch.nn.Parameter(torch.zeros(1))], lr=delta_lr, weight_decay=0.0)
     start, hist, s_ema, best = 0, [], None, None
@@ -246,7 +245,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
         if out_dir is None or not acc.is_main_process: return
         tr = {n: p.detach() for n, p in carrier.named_parameters() if n in set(gate_names) | set(names)}
         d = save_checkpoint(out_dir, step, tr, d_opt, names or ['_unused'],
-                            dict(fingerprint=fp, settings=settings, history=hist, controller=ctrl.state_dict(), s_ema=s_ema,
+                            dict(fingerprint=fp, settings=settings, history=hist, controller=ctrl.state_dict(), s_ema=float(s_ema) or None if s_ema is not None else None,
                                  best_sparsity=None if best is None else best['sparsity']), keep=keep)
         if best is not None:
             save_tensors({**{f"logits.{i}": v for i, v in enumerate(best['logits'])},
