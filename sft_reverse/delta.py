@@ -16,6 +16,10 @@ def _masked_weight(w, d, m_col, m_row):
     "W_base + (m_col ⊗ m_row) ⊙ ΔW, assembled in ΔW's dtype."
     return torch.addcmul(w.to(d.dtype), torch.outer(m_col, m_row), d)
 
+def _masked_bias(b, db, m_col):
+    "b_base + m_col ⊙ Δb, assembled in the mask's dtype (ΔW's)."
+    return b.to(m_col.dtype) + (m_col*db if db is not None else 0)
+
 class MaskedLinearFn(torch.autograd.Function):
     "y = x·(W_base + (m_col ⊗ m_row) ⊙ ΔW)ᵀ + b_base + m_col ⊙ Δb, recomputing the masked weight in backward."
     @staticmethod
@@ -23,7 +27,7 @@ class MaskedLinearFn(torch.autograd.Function):
         dev = x.device.type   # under autocast, the matmul (and the saved input) take autocast's dtype, as nn.Linear's would
         if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
         W = _masked_weight(w, d, m_col, m_row).to(x.dtype)
-        bias = None if b is None else (b.to(d.dtype) + (m_col*db if db is not None else 0)).to(x.dtype)
+        bias = None if b is None else _masked_bias(b, db, m_col).to(x.dtype)
         ctx.save_for_backward(x, w, d, m_col, m_row, db)
         return F.linear(x, W, bias)
 
@@ -110,7 +114,33 @@ class DeltaLinear(nn.Module):
         if self.row_expand: r = self.row_expand(r)
         return self.col_gate.mask().to(self.delta.dtype), r.to(self.delta.dtype)
 
+    def frozen(self) -> bool:
+        "True when nothing of this projection trains: ΔW, Δb and both gates' logits have `requires_grad` off."
+        return not any(p is not None and p.requires_grad for p in (self.delta, self.delta_bias, self.row_gate.logits, self.col_gate.logits))
+
+    def frozen_weight(self, dtype:torch.dtype):
+        "The masked (weight, bias) in `dtype`, built once and reused while every tensor it comes from keeps its version."
+        src = (self.weight, self.delta, self.bias, self.delta_bias, self.row_gate.logits, self.col_gate.logits)
+        key = (tuple(None if t is None else t._version for t in src), dtype, self.delta.device)
+        c = self.__dict__.get('_frozen_cache')
+        if c is None or c[1] != key or any(a is not b for a, b in zip(c[0], src)):
+            with torch.no_grad():
+                mc, mr = self.masks()
+                w = _masked_weight(self.weight, self.delta, mc, mr).to(dtype)
+                b = None if self.bias is None else _masked_bias(self.bias, self.delta_bias, mc).to(dtype)
+            c = self.__dict__['_frozen_cache'] = (src, key, (w, b))
+        return c[2]
+
+    def clear_cache(self):
+        "Drop the cached masked weight (it is rebuilt at the next frozen forward)."
+        self.__dict__['_frozen_cache'] = None
+
     def forward(self, x):
+        if self.form == 'weight' and self.frozen():   # a frozen carrier (trigger training): one masked weight, cached across steps
+            dev = x.device.type
+            if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
+            return F.linear(x, *self.frozen_weight(x.dtype))
+        self.clear_cache()
         mc, mr = self.masks()
         if self.form == 'weight':
             return MaskedLinearFn.apply(x, self.weight, self.delta, mc, mr, self.bias, self.delta_bias)
@@ -125,7 +155,7 @@ class DeltaLinear(nn.Module):
         "The effective (weight, bias) in the base dtype: what a plain `nn.Linear` would hold."
         mc, mr = self.masks()
         w = _masked_weight(self.weight, self.delta, mc, mr).to(self.weight.dtype)
-        b = None if self.bias is None else (self.bias.to(mc.dtype) + mc*self.delta_bias).to(self.bias.dtype)
+        b = None if self.bias is None else _masked_bias(self.bias, self.delta_bias, mc).to(self.bias.dtype)
         return w, b
 
     def extra_repr(self):

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TRIGGER_FORMAT', 'ERASER_DEFAULTS', 'MSE_NORMS', 'NORM_UNITS', 'SoftTrigger', 'model_identity', 'save_trigger',
            'load_trigger', 'all_channels', 'capture_writes', 'base_targets', 'targets_from_ids', 'embedding_scale',
-           'train_trigger', 'mse_weights', 'plot_trigger']
+           'train_trigger', 'mse_weights', 'TriggerFit', 'plot_trigger']
 
 # %% ../nbs/07_eraser.ipynb #e40b34a3
 import json, math, time
@@ -111,14 +111,19 @@ class capture_writes:
         for i in sorted(channels):
             for blk, name in (('attn', lay.o), ('ffn', lay.down)):
                 idx = channels[i][blk]
-                if len(idx): self.targets.append((layers[i].get_submodule(name), torch.as_tensor(idx, dtype=torch.long)))
+                if not len(idx): continue
+                mod, idx = layers[i].get_submodule(name), torch.as_tensor(idx, dtype=torch.long)
+                full = getattr(mod, 'out_features', None) == len(idx) and torch.equal(idx, torch.arange(len(idx)))
+                self.targets.append((mod, None if full else idx))   # every channel: the output as it is, no gather
         if not self.targets: raise ValueError("The channel set is empty: there are no open write channels to match. Pass a carrier with open attn_write/ffn_write gates, or channels=all_channels(model).")
         self.outs, self.handles = [], []
 
     def __enter__(self):
         self.outs = []
-        for mod, idx in self.targets:
-            self.handles.append(mod.register_forward_hook(lambda m, a, out, idx=idx: self.outs.append(out[..., idx.to(out.device)])))
+        for j, (mod, idx) in enumerate(self.targets):
+            dev = next(mod.parameters()).device
+            if idx is not None and idx.device != dev: self.targets[j] = (mod, idx := idx.to(dev))   # moved to the device once, not per forward
+            self.handles.append(mod.register_forward_hook(lambda m, a, out, idx=idx: self.outs.append(out if idx is None else out[..., idx])))
         return self
 
     def __exit__(self, *exc):
@@ -273,71 +278,100 @@ def mse_weights(acts:list, # the base write activations of each sequence, (posit
     den = sum(k.sum().item() for k in keep)*acts[0].shape[-1]
     return keep, (num/den if num > 0 else 1.0)
 
-def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress, channels, settings,
-                 out_dir=None, save_every=None, mixed_precision='no'):
-    from sft_reverse.sft import save_checkpoint, resume_checkpoint, latest_checkpoint, autocast, grad_scaler
-    dev = carrier.get_input_embeddings().weight.device
-    trig.to(dev)
-    opt = torch.optim.Adam([trig.emb], lr=lr)
-    scaler = grad_scaler(mixed_precision, dev)
-    keep, scale = mse_weights(tg['acts'], settings.get('sink_ratio'), settings.get('mse_norm', 'none'))
-    n_sink = sum(int((~k).sum()) for k in keep)
-    tg = _targets_on(tg, dev)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    decoder, head, emb = getattr(carrier, carrier.base_model_prefix), carrier.get_output_embeddings(), carrier.get_input_embeddings()
-    n, L = len(tg['seqs']), trig.L
-    g = torch.Generator().manual_seed(seed)
-    order, hist, start = [], [], 0
-    fp = _targets_fingerprint(settings, tg, channels) if out_dir is not None else None
-    st = resume_checkpoint(out_dir, fp, trig, opt, ['emb'], what='trigger training') if out_dir is not None else None
-    if st:   # the trigger, Adam's moments, the batch order and the generator, as they were after step st['step']
-        start, order, hist = st['step'], st['order'], st['history']
-        g.set_state(torch.tensor(st['generator'], dtype=torch.uint8))
-    def save(step):
-        save_checkpoint(out_dir, step, {'emb': trig.emb.detach()}, opt, ['emb'],
-                        dict(fingerprint=fp, order=order, generator=g.get_state().tolist(), history=hist))
-    was = carrier.training; carrier.eval()
-    t0 = time.time()
-    bar = tqdm(range(start, steps), desc=f'trigger[{mode}]', disable=not progress, mininterval=2)
-    for step in bar:
-        if len(order) < batch_size: order += torch.randperm(n, generator=g).tolist()
-        idx, order = order[:batch_size], order[batch_size:]
-        b = collate([dict(input_ids=tg['seqs'][i]) for i in idx], pad)
+class TriggerFit:
+    "One SFT-Eraser optimisation in progress (the carrier frozen): Adam, the cached targets on the device, the batch order and the history. `step()` takes one step."
+    def __init__(self, carrier, tok, trig, tg, # the carrier, its tokenizer, a `SoftTrigger` and `base_targets`' output
+                 cap, # a `capture_writes` over `channels`
+                 mode:str='circuit', lr:float=3e-3, batch_size:int=16, alpha:float=0.7,
+                 beta:float=0.1, # the raw penalty weight (already divided by m² when `units='embedding'`)
+                 seed:int=0, channels:dict|None=None, settings:dict|None=None,
+                 out_dir=None, # checkpoint folder; the newest checkpoint that fits is resumed
+                 mixed_precision:str='no'):
+        from sft_reverse.sft import resume_checkpoint, autocast, grad_scaler
+        settings = settings or {}
+        self.carrier, self.trig, self.cap, self.mode, self.batch_size, self.alpha, self.beta = carrier, trig, cap, mode, batch_size, alpha, beta
+        self.out_dir, self.lr, self.mixed_precision, self.autocast = out_dir, lr, mixed_precision, autocast
+        self.dev = dev = carrier.get_input_embeddings().weight.device
+        trig.to(dev)
+        self.opt = torch.optim.Adam([trig.emb], lr=lr)
+        self.scaler = grad_scaler(mixed_precision, dev)
+        self.keep, self.scale = mse_weights(tg['acts'], settings.get('sink_ratio'), settings.get('mse_norm', 'none'))
+        self.keep = [k.to(dev) for k in self.keep]
+        self.tg = _targets_on(tg, dev)
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.decoder, self.head, self.emb = getattr(carrier, carrier.base_model_prefix), carrier.get_output_embeddings(), carrier.get_input_embeddings()
+        self.g = torch.Generator().manual_seed(seed)
+        self.order, self.history, self.start = [], [], 0
+        self.fp = _targets_fingerprint(settings, tg, channels) if out_dir is not None else None
+        st = resume_checkpoint(out_dir, self.fp, trig, self.opt, ['emb'], what='trigger training') if out_dir is not None else None
+        if st:   # the trigger, Adam's moments, the batch order and the generator, as they were after step st['step']
+            self.start, self.order, self.history = st['step'], st['order'], st['history']
+            self.g.set_state(torch.tensor(st['generator'], dtype=torch.uint8))
+        self.n_steps = self.start
+
+    def save(self):
+        "Checkpoint the trigger, Adam, the batch order, the generator and the history after `n_steps` steps."
+        from sft_reverse.sft import save_checkpoint
+        save_checkpoint(self.out_dir, self.n_steps, {'emb': self.trig.emb.detach()}, self.opt, ['emb'],
+                        dict(fingerprint=self.fp, order=self.order, generator=self.g.get_state().tolist(), history=self.history))
+
+    def step(self) -> dict:
+        "One Adam step and one projection on the next batch; returns the step's record (also appended to `history`)."
+        from sft_reverse.sft import latest_checkpoint
+        tg, trig, dev, L = self.tg, self.trig, self.dev, self.trig.L
+        if len(self.order) < self.batch_size: self.order += torch.randperm(len(tg['seqs']), generator=self.g).tolist()
+        idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
+        b = collate([dict(input_ids=tg['seqs'][i]) for i in idx], self.pad)
         ids, att = b['input_ids'].to(dev), b['attention_mask'].to(dev)
         B, T = ids.shape
-        x = torch.cat([trig.emb.to(emb.weight.dtype).unsqueeze(0).expand(B, L, -1), emb(ids)], 1)
+        x = torch.cat([trig.emb.to(self.emb.weight.dtype).unsqueeze(0).expand(B, L, -1), self.emb(ids)], 1)
         mask = torch.cat([torch.ones(B, L, dtype=att.dtype, device=dev), att], 1)
         # tail positions: those predicting the k response tokens, shifted by L
         bi = torch.tensor([j for j, i in enumerate(idx) for _ in range(len(tg['seqs'][i]) - tg['prompt_lens'][i])], device=dev)
         pos = torch.tensor([L + q for i in idx for q in range(tg['prompt_lens'][i] - 1, len(tg['seqs'][i]) - 1)], device=dev)
-        with autocast(mixed_precision, dev):
-            with cap: h = decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
-            tail = head(h[bi, pos])
+        with self.autocast(self.mixed_precision, dev):
+            with self.cap: h = self.decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+            tail = self.head(h[bi, pos])
         lq = torch.log_softmax(tail.float(), -1)
         lp = torch.cat([tg['tail_logprobs'][i] for i in idx]).to(dev)
         kl = (lp.exp()*(lp - lq)).sum(-1).mean()
         l2 = trig.emb.pow(2).sum(1).mean()
-        if mode == 'circuit':
-            a = cap.cat()[:, L:].float()
+        if self.mode == 'circuit':
+            a = self.cap.cat()[:, L:].float()
             tgt, w = torch.zeros_like(a), torch.zeros(a.shape[:2], device=dev)
             for j, i in enumerate(idx):
-                tgt[j, :len(tg['seqs'][i])] = tg['acts'][i].to(dev); w[j, :len(tg['seqs'][i])] = keep[i].to(dev)
-            mse = ((a - tgt).pow(2)*w[..., None]).sum()/(w.sum().clamp_min(1)*a.shape[-1]*scale)
+                n = len(tg['seqs'][i]); tgt[j, :n] = tg['acts'][i]; w[j, :n] = self.keep[i]
+            mse = ((a - tgt).pow(2)*w[..., None]).sum()/(w.sum().clamp_min(1)*a.shape[-1]*self.scale)
         else: mse = torch.zeros((), device=dev)
-        loss = mse + alpha*kl + beta*l2
-        if not torch.isfinite(loss):
-            ck = latest_checkpoint(out_dir) if out_dir is not None else None
-            raise FloatingPointError(f"Trigger loss is {loss.item()} at step {step + 1}; stopped. " + (f"The last good checkpoint is {ck}. " if ck else '')
-                                     + f"Lower lr (now {lr}) or check the prompts.")
-        opt.zero_grad(set_to_none=True); scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); trig.project_()
-        rec = dict(step=step + 1, loss=loss.item(), mse=mse.item(), kl=kl.item(), l2=l2.item())
-        hist.append(rec)
+        loss = mse + self.alpha*kl + self.beta*l2
+        self.opt.zero_grad(set_to_none=True); self.scaler.scale(loss).backward()
+        vals = torch.stack([loss, mse, kl, l2]).detach().tolist()   # the step's one host sync: the record and the finiteness check
+        if not math.isfinite(vals[0]):   # checked before the update, so the trigger keeps its last finite value
+            ck = latest_checkpoint(self.out_dir) if self.out_dir is not None else None
+            raise FloatingPointError(f"Trigger loss is {vals[0]} at step {self.n_steps + 1}; stopped. " + (f"The last good checkpoint is {ck}. " if ck else '')
+                                     + f"Lower lr (now {self.lr}) or check the prompts.")
+        self.scaler.step(self.opt); self.scaler.update(); trig.project_()
+        self.n_steps += 1
+        rec = dict(step=self.n_steps, **dict(zip(('loss', 'mse', 'kl', 'l2'), vals)))
+        self.history.append(rec)
+        return rec
+
+def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress, channels, settings,
+                 out_dir=None, save_every=None, mixed_precision='no'):
+    fit = TriggerFit(carrier, tok, trig, tg, cap, mode, lr, batch_size, alpha, beta, seed, channels, settings, out_dir, mixed_precision)
+    was = carrier.training; carrier.eval()
+    t0 = time.time()
+    bar = tqdm(range(fit.start, steps), desc=f'trigger[{mode}]', disable=not progress, mininterval=2)
+    for step in bar:
+        rec = fit.step()
         if step % 20 == 0: bar.set_postfix(mse=f"{rec['mse']:.4f}", kl=f"{rec['kl']:.4f}")
         if callback: callback(rec)
-        if out_dir is not None and ((step + 1) % (save_every or steps) == 0 or step + 1 == steps): save(step + 1)
+        if out_dir is not None and ((step + 1) % (save_every or steps) == 0 or step + 1 == steps): fit.save()
     carrier.train(was)
-    return dict(trigger=trig.cpu(), history=hist, seconds=round(time.time() - t0, 2), channels=channels, settings=settings,
-                mse_scale=scale, sink_positions=n_sink, positions=sum(len(k) for k in keep))
+    n_sink = sum(int((~k).sum()) for k in fit.keep)
+    return dict(trigger=trig.cpu(), history=fit.history, seconds=round(time.time() - t0, 2), channels=channels, settings=settings,
+                mse_scale=fit.scale, sink_positions=n_sink, positions=sum(len(k) for k in fit.keep))
+
 
 # %% ../nbs/07_eraser.ipynb #c7481956
 def plot_trigger(res, title:str='SFT-Eraser'):
