@@ -53,14 +53,21 @@ def _load_opt(opt, names, tensors, js):
     for g, saved in zip(sd['param_groups'], js['groups']): g.update(saved)
     opt.load_state_dict(dict(state=state, param_groups=sd['param_groups']))
 
-def save_checkpoint(out_dir, step:int, params:dict, opt, names, state:dict, keep:int=2) -> Path:
+def save_checkpoint(out_dir, step:int, params:dict, opt, names, state:dict, keep:int=2,
+                    gather=None, # for sharded training: a collective turning each shard into its whole tensor; every process calls
+                    write:bool=True # False: gather only (the processes that do not write)
+                   ) -> Path|None:
     "Write checkpoint `step` under `out_dir` atomically; keep the newest `keep`."
+    if gather is not None:
+        ot, oj = _opt_tensors(opt, names)
+        params, ot = {k: gather(v) for k, v in params.items()}, {k: gather(v) for k, v in ot.items()}
+    if not write: return None
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir/f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     try:
         save_tensors(params, tmp/'model.safetensors')
-        ot, oj = _opt_tensors(opt, names)
+        if gather is None: ot, oj = _opt_tensors(opt, names)
         save_tensors(ot, tmp/'optim.safetensors')
         save_json(dict(state, step=step, optim=oj), tmp/'state.json')
         if final.exists(): shutil.rmtree(final)
