@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .carrier import (make_carrier, carrier_sparsity, merge_carrier, plot_open_channels, save_json, save_tensors,
                                  GROUPS, is_carrier)
 from .data import encode_chat, collate
-from .sft import latest_checkpoint, _read_tensors
+from .sft import latest_checkpoint, _read_tensors, whole, assign_whole, shard_model, move_opt_state
 
 # %% ../nbs/06_lcdd.ipynb #f275e8b0
 @dataclass
@@ -161,44 +161,20 @@ def _lcdd_params(carrier, mode):
     return gates, deltas
 
 # %% ../nbs/06_lcdd.ipynb #bf990f55
-def _full(t):
-    "The whole tensor of a parameter or optimizer state that FSDP may have sharded (a DTensor); a collective when it is sharded."
-    return t.full_tensor() if hasattr(t, 'full_tensor') else t
-
-@torch.no_grad()
-def _assign(p, v):
-    "Copy the whole tensor `v` into `p`, sharded as `p` is when FSDP sharded it (a collective then)."
-    if hasattr(p, 'full_tensor'):
-        from torch.distributed.tensor import distribute_tensor
-        v = distribute_tensor(v.to(p.device, p.dtype), p.device_mesh, p.placements)
-    p.copy_(v)
-
 def _snapshot(gates, deltas):
     "A CPU copy of the trainable state (gate logits, and ΔW when it trains); whole tensors when ΔW is sharded."
     return dict(logits=[g.logits.detach().cpu().clone() for g in gates],
-                deltas=[_full(p.detach()).cpu().clone() for _, p in deltas if p.requires_grad])
+                deltas=[whole(p.detach()).cpu().clone() for _, p in deltas if p.requires_grad])
 
 @torch.no_grad()
 def _restore(snap, gates, deltas):
     for g, v in zip(gates, snap['logits']): g.logits.copy_(v)
-    for (_, p), v in zip([d for d in deltas if d[1].requires_grad], snap['deltas']): _assign(p, v)
+    for (_, p), v in zip([d for d in deltas if d[1].requires_grad], snap['deltas']): assign_whole(p, v)
 
 def shard_carrier(carrier):
     "Shard `carrier` over the processes with FSDP2: one unit per decoder layer (its base weights, ΔW and Δb), the rest in the root; gate logits stay whole on every process."
-    from torch.distributed.fsdp import fully_shard
-    from .carrier import Layout
     if not is_carrier(carrier): raise TypeError("shard_carrier needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
-    for layer in carrier.get_submodule(Layout(**carrier.carrier_info['layout']).layers): fully_shard(layer)
-    fully_shard(carrier, ignored_params={g.logits for g in carrier.gates.values()})
-    return carrier
-
-def _shard_opt(old, new, pairs):
-    "Move AdamW state from the unsharded parameters to their sharded replacements (`pairs` of old, new)."
-    from torch.distributed.tensor import distribute_tensor
-    for po, pn in pairs:
-        if po in old.state:   # the moments are sharded like their parameter; the step count stays a plain scalar
-            new.state[pn] = {k: distribute_tensor(v, pn.device_mesh, pn.placements) if torch.is_tensor(v) and v.dim() else v
-                             for k, v in old.state[po].items()}
+    return shard_model(carrier, ignored_params=[g.logits for g in carrier.gates.values()])
 
 def _average_grads(params, world:int):
     "Average the gradients of `params` over the processes (the carrier is not wrapped in DDP: its gates need their own update)."
@@ -281,14 +257,14 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
         after = [p for _, p in deltas if p.requires_grad]
         if after:
             old, d_opt = d_opt, torch.optim.AdamW(after, lr=delta_lr, weight_decay=0.0)
-            _shard_opt(old, d_opt, zip(before, after))
+            move_opt_state(old, d_opt, zip(before, after))
     def ckpt(step):
         if out_dir is None or not (sharded or acc.is_main_process): return
         tr = {n: p.detach() for n, p in carrier.named_parameters() if n in set(gate_names) | set(names)}
         d = save_checkpoint(out_dir, step, tr, d_opt, names or ['_unused'],
                             dict(fingerprint=fp, settings=settings, history=hist, controller=ctrl.state_dict(), s_ema=float(s_ema) or None if s_ema is not None else None,
                                  best_sparsity=None if best is None else best['sparsity']), keep=keep,
-                            gather=_full if sharded else None, write=acc.is_main_process)
+                            gather=whole if sharded else None, write=acc.is_main_process)
         if d is not None and best is not None:
             save_tensors({**{f"logits.{i}": v for i, v in enumerate(best['logits'])},
                           **{f"delta.{i}": v for i, v in enumerate(best['deltas'])}}, d/'best.safetensors')

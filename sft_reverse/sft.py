@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['PAPER_SFT', 'TINY_SFT', 'MIXED_PRECISION', 'lr_at', 'save_checkpoint', 'latest_checkpoint', 'resume_checkpoint',
-           'check_mixed_precision', 'autocast', 'grad_scaler', 'sft', 'plot_history']
+           'check_mixed_precision', 'autocast', 'grad_scaler', 'sft', 'whole', 'assign_whole', 'shard_model',
+           'move_opt_state', 'plot_history']
 
 # %% ../nbs/05_sft.ipynb #2cc973f3
 import contextlib, json, math, os, random, shutil, tempfile, time
@@ -161,6 +162,7 @@ def sft(model, # a causal LM (Hugging Face PreTrainedModel); trained in place
         trainable:str='all', # 'all' (full fine-tuning) or 'projections'
         system:str|None=None, # system prompt for every row
         mixed_precision:str='no', # 'no', 'bf16' or 'fp16' (CUDA only): autocast the forward pass; weights stay in their dtype
+        shard:bool=False, # in a multi-process launch, shard the model with FSDP2 (`shard_model`) instead of replicating it
         callback=None, # called as callback(step, loss) after each step
         progress:bool=True) -> dict:
     "Full fine-tuning on chat rows with response-only loss; returns {'history', 'steps', 'seconds'}."
@@ -175,6 +177,7 @@ def sft(model, # a causal LM (Hugging Face PreTrainedModel); trained in place
     total = max_steps or max(1, math.ceil(epochs*micro_per_epoch/grad_accum))
     settings = dict(lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
                     weight_decay=weight_decay, max_len=max_len, total=total, seed=seed, trainable=trainable, system=system)
+    if shard and mixed_precision == 'fp16': raise ValueError("shard=True runs with mixed_precision 'no' or 'bf16'; fp16 loss scaling is not supported with sharded weights.")
     check_mixed_precision(mixed_precision)
     named = _trainable(model, trainable)
     names = [n for n, _ in named]
@@ -182,26 +185,35 @@ def sft(model, # a causal LM (Hugging Face PreTrainedModel); trained in place
     for p in model.parameters(): p.requires_grad_(False)
     for _, p in named: p.requires_grad_(True)
     try: return _fit(model, tok, enc, named, names, settings, _fingerprint(settings, enc), pad_id, out_dir, keep, save_every, callback, progress,
-                     mixed_precision)
+                     mixed_precision, shard)
     finally:
         for p, f in flags.items(): p.requires_grad_(f)
 
-def _fit(model, tok, enc, named, names, settings, fp, pad_id, out_dir, keep, save_every, callback, progress, mixed_precision='no'):
+def _fit(model, tok, enc, named, names, settings, fp, pad_id, out_dir, keep, save_every, callback, progress, mixed_precision='no', shard=False):
     "The loop of `sft`: resume, train, checkpoint."
     from accelerate import Accelerator
     lr, warmup, total, grad_accum, batch_size, seed = (settings[k] for k in ('lr', 'warmup', 'total', 'grad_accum', 'batch_size', 'seed'))
     micro_per_epoch = math.ceil(len(enc)/batch_size)
     opt = torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=settings['weight_decay'])
     acc = Accelerator(cpu=not torch.cuda.is_available())
-    model, opt = acc.prepare(model, opt)
+    sharded = shard and acc.num_processes > 1
+    if sharded: model.to(acc.device)
+    else: model, opt = acc.prepare(model, opt)
     scaler = grad_scaler(mixed_precision, acc.device)
     start, hist = 0, []
     st = resume_checkpoint(out_dir, fp, acc.unwrap_model(model), opt, names)
     if st is not None: start, hist = st['step'], st['history']
+    if sharded:   # after resuming into the whole model: shard it, and move AdamW's state onto the shards
+        shard_model(model)
+        now = dict(model.named_parameters())
+        old, opt = opt, torch.optim.AdamW([now[n] for n in names], lr=lr, weight_decay=settings['weight_decay'])
+        move_opt_state(old, opt, [(p, now[n]) for n, p in named])
+        named = [(n, now[n]) for n in names]
     def ckpt(step):
-        if out_dir is None or not acc.is_main_process: return
+        if out_dir is None or not (sharded or acc.is_main_process): return
         params = {n: p.detach() for n, p in acc.unwrap_model(model).named_parameters() if n in set(names)}
-        save_checkpoint(out_dir, step, params, opt, names, dict(fingerprint=fp, settings=settings, history=hist), keep=keep)
+        save_checkpoint(out_dir, step, params, opt, names, dict(fingerprint=fp, settings=settings, history=hist), keep=keep,
+                        gather=whole if sharded else None, write=acc.is_main_process)
     model.train()
     t0 = time.time()
     bar = tqdm(range(start, total), desc='sft', disable=not progress or start >= total, mininterval=2)
@@ -224,7 +236,7 @@ def _fit(model, tok, enc, named, names, settings, fp, pad_id, out_dir, keep, sav
             acc.backward(scaler.scale(loss))
             tot += _global_mean(loss.detach(), world) if world > 1 else loss.item()
         scaler.unscale_(opt)
-        acc.clip_grad_norm_([p for _, p in named], 1.0)
+        (torch.nn.utils.clip_grad_norm_ if sharded else acc.clip_grad_norm_)([p for _, p in named], 1.0)
         scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)   # with fp16, a step whose gradients overflowed is skipped
         hist.append(dict(step=step + 1, loss=tot, lr=opt.param_groups[0]['lr']))
         if step % 10 == 0: bar.set_postfix(loss=f"{tot:.3f}")
@@ -233,6 +245,40 @@ def _fit(model, tok, enc, named, names, settings, fp, pad_id, out_dir, keep, sav
     if start < total: ckpt(total)
     model.eval()
     return dict(history=hist, steps=total, seconds=round(time.time() - t0, 2))
+
+# %% ../nbs/05_sft.ipynb #f5d00012
+def whole(t):
+    "The whole tensor of a parameter or optimizer state that FSDP sharded (a DTensor), gathered from every process (a collective); any other tensor as it is."
+    return t.full_tensor() if hasattr(t, 'full_tensor') else t
+
+@torch.no_grad()
+def assign_whole(p, v):
+    "Copy the whole tensor `v` into `p`; when FSDP sharded `p`, each process keeps its own shard of `v` (a collective)."
+    if hasattr(p, 'full_tensor'):
+        from torch.distributed.tensor import distribute_tensor
+        v = distribute_tensor(v.to(p.device, p.dtype), p.device_mesh, p.placements)
+    p.copy_(v)
+
+def shard_model(model, # a causal LM of a registered family (or a carrier)
+                ignored_params=None # parameters left whole on every process (FSDP leaves their gradients alone)
+               ):
+    "Shard `model` over the processes with FSDP2: one unit per decoder layer, the rest (embeddings, final norm, head) in the root unit."
+    from torch.distributed.fsdp import fully_shard
+    from sft_reverse.carrier import layout_of
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()): raise RuntimeError("shard_model needs a process group: launch with torchrun or accelerate launch.")
+    for layer in model.get_submodule(layout_of(model).layers): fully_shard(layer)
+    fully_shard(model, ignored_params=set(ignored_params or ()))
+    return model
+
+def move_opt_state(old, new, pairs):
+    "Move an optimizer's state from whole parameters to their sharded replacements (`pairs` of old, new): moments are sharded like their parameter, scalars stay as they are."
+    from torch.distributed.tensor import distribute_tensor
+    for po, pn in pairs:
+        if po in old.state:
+            new.state[pn] = {k: distribute_tensor(v, pn.device_mesh, pn.placements) if torch.is_tensor(v) and v.dim() and hasattr(pn, 'device_mesh') else v
+                             for k, v in old.state[po].items()}
+
 
 # %% ../nbs/05_sft.ipynb #59125a45
 def plot_history(hist, ax=None, title:str='SFT'):

@@ -1,5 +1,5 @@
-"""LCDD sharded with FSDP2 over two CPU processes (gloo) trains the same carrier as one process with the same global batch,
-and a sharded run killed mid-way resumes from its checkpoint to the same end."""
+"""SFT and LCDD sharded with FSDP2 over two CPU processes (gloo) train the same model and carrier as one process with the
+same global batch, and a sharded LCDD run killed mid-way resumes from its checkpoint to the same end."""
 import json, os, socket, subprocess, sys, textwrap
 from pathlib import Path
 
@@ -7,18 +7,20 @@ import torch
 from safetensors.torch import load_file
 
 SCRIPT = textwrap.dedent('''
-    import json, sys, torch
+    import copy, json, sys, torch
     from pathlib import Path
     from accelerate import PartialState
     from sft_reverse.tiny import tiny_lab, corpus_files
     from sft_reverse.data import fixed_response
     from sft_reverse.carrier import make_carrier, perturbed
     from sft_reverse.lcdd import lcdd
+    from sft_reverse.sft import sft
     out, bs, die = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     torch.set_num_threads(1)
     state = PartialState(cpu=True)   # under torchrun: the gloo process group
     base, tok = tiny_lab(progress=False)
     rows = fixed_response(corpus_files()['alpaca'], n_train=64, n_eval=8).train
+    h = sft(copy.deepcopy(base), tok, rows, lr=5e-4, batch_size=bs, max_steps=4, warmup=0.0, out_dir=out/'sft', shard=True, progress=False)
     c = make_carrier(base, perturbed(base, 0.05, seed=3))
     def kill(rec):
         if rec['step'] == die: raise SystemExit(3)
@@ -26,7 +28,8 @@ SCRIPT = textwrap.dedent('''
              out_dir=out/'ckpt', shard=True, progress=False, callback=kill if die else None)
     if state.is_main_process:
         (out/'result.json').write_text(json.dumps(dict(sharded=r['sharded'], world=state.num_processes,
-                                                       losses=[x['loss'] for x in r['history']])))
+                                                       losses=[x['loss'] for x in r['history']],
+                                                       sft_losses=[x['loss'] for x in h['history']])))
 ''')
 
 def _launch(tmp_path, out, bs, die=0, procs=2):
@@ -46,6 +49,10 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     r1, r2 = (json.loads((tmp_path/d/'result.json').read_text()) for d in ('one', 'two'))
     assert (r1['sharded'], r1['world'], r2['sharded'], r2['world']) == (False, 1, True, 2)
+    s1, s2 = (load_file(str(tmp_path/d/'sft'/'step-0000004'/'model.safetensors')) for d in ('one', 'two'))
+    assert set(s1) == set(s2) and all(s1[k].shape == s2[k].shape for k in s1)
+    assert max((s1[k] - s2[k]).abs().max().item() for k in s1) < 1e-5                # SFT: the same weights
+    assert max(abs(x - y) for x, y in zip(r1['sft_losses'], r2['sft_losses'])) < 1e-5
     a = load_file(str(tmp_path/'one'/'ckpt'/'step-0000006'/'model.safetensors'))
     b = load_file(str(tmp_path/'two'/'ckpt'/'step-0000006'/'model.safetensors'))
     assert set(a) == set(b) and any(k.endswith('.delta') for k in a) and any(k.endswith('.logits') for k in a)
