@@ -1,41 +1,56 @@
 #!/usr/bin/env bash
 # The GPU checks, for a CUDA machine whose python3 already has torch, transformers, accelerate, safetensors and pytest
-# (no network needed; carry data/cache/tiny_lab to skip the tiny lab's build):
-#   1. tests/test_mixed_precision.py on CUDA (bf16 and fp16 autocast against float32, in SFT, LCDD and the trigger);
+# (no network needed; carry data/cache/tiny_lab to skip the tiny lab's build). About 6-8 minutes on an H200:
+#   1. exactness (tests/test_exactness.py: MaskedLinearFn against autograd, float64 gradcheck, the frozen cache) and
+#      mixed precision (tests/test_mixed_precision.py) on CUDA;
 #   2. a small tiny-lab run end to end on CUDA with bf16 autocast;
-#   3. `sft-reverse bench` on the Qwen3-0.6B shape (bf16), on 8 layers of the Llama-3.1-8B shape (bf16), and on the
-#      Qwen3-0.6B shape in float32 with bf16 autocast.
+#   3. kernels per step from the profiler (tools/profile_step.py), LCDD against full SFT, Qwen3-0.6B shape, bf16;
+#   4. `sft-reverse bench` (step ratios and peak memory) at batch 8 x 256 and 8 x 1024 on the Qwen3-0.6B shape and on
+#      8 layers of the Llama-3.1-8B shape (bf16), and on the Qwen3-0.6B shape in float32 with bf16 autocast.
 # Everything lands in ${OUT:-gpu_out}: logs and the bench JSON files.
+# DEVICE=cpu runs every step on small CPU shapes instead: a dry run of the script itself (a few minutes on 2 cores).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}; mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 py=${PYTHON:-python3}
+dev=${DEVICE:-cuda}
+if [ "$dev" = cpu ]; then
+  Q=(--shape qwen3-512x8 --layers 2); L=(--shape qwen3-512x8 --layers 1); dt=float32; mp=no; s1=64; s2=128; reps=1; steps="10 20 20 5"; qn=dry-qwen3-512x8-2layers; ln=dry-qwen3-512x8-1layer
+else
+  Q=(--shape Qwen/Qwen3-0.6B); L=(--shape meta-llama/Llama-3.1-8B --layers 8); dt=bfloat16; mp=bf16; s1=256; s2=1024; reps=3; steps="60 150 150 40"; qn=qwen3-0.6b; ln=llama8b-8layers
+fi
+read -r sft_steps lcdd_steps trig_steps warm <<< "$steps"
 t0=$(date +%s); stamp() { echo "[gpu_check] $1 at $(( $(date +%s) - t0 )) s"; }
-$py -c "import torch, transformers, accelerate; print('torch', torch.__version__, '| transformers', transformers.__version__, '| accelerate', accelerate.__version__, '|', torch.cuda.get_device_name())"
+$py -c "import torch, transformers, accelerate; print('torch', torch.__version__, '| transformers', transformers.__version__, '| accelerate', accelerate.__version__, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
 
-stamp "1. mixed precision tests"
-timeout 200 $py -m pytest -q -s -p no:cacheprovider tests/test_mixed_precision.py 2>&1 | grep -v Warning | tee "$out/mixed_precision.log"
+stamp "1. exactness and mixed precision tests"
+timeout 150 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py tests/test_mixed_precision.py 2>&1 | grep -v Warning | tee "$out/tests.log"
 
-stamp "2. tiny-lab run on CUDA, bf16 autocast"
-cat > "$out/tiny_cuda.yaml" <<YAML
+stamp "2. tiny-lab run on $dev, mixed precision $mp"
+cat > "$out/tiny_$dev.yaml" <<YAML
 task: fixed_response
 n_train: 96
 n_eval: 16
-device: cuda
-mixed_precision: bf16
-out_dir: /tmp/tiny_cuda
-sft: {max_steps: 60, batch_size: 16}
-lcdd: {max_steps: 150, warmup_steps: 40, check_every: 10}
-trigger: {steps: 150, n_prompts: 32}
+device: $dev
+mixed_precision: '$mp'
+out_dir: /tmp/tiny_$dev
+sft: {max_steps: $sft_steps, batch_size: 16}
+lcdd: {max_steps: $lcdd_steps, warmup_steps: $warm, check_every: 10}
+trigger: {steps: $trig_steps, n_prompts: 32}
 utility: {facts: {limit: 40}}
 YAML
-timeout 150 $py -m sft_reverse.experiment run "$out/tiny_cuda.yaml" --quiet 2>&1 | tail -25 | tee "$out/tiny_cuda.log"
+timeout 120 $py -m sft_reverse.experiment run "$out/tiny_$dev.yaml" --quiet 2>&1 | tail -25 | tee "$out/tiny_$dev.log"
 
-b() { local name=$1 limit=$2; shift 2; stamp "3. bench $name"
-      timeout "$limit" $py -m sft_reverse.experiment bench --device cuda --quiet --json "$out/bench_$name.json" "$@" 2>&1 | tee "$out/bench_$name.md"; }
-b qwen3-0.6b_bf16 150 --shape Qwen/Qwen3-0.6B --dtype bfloat16
-b llama8b-8layers_bf16 180 --shape meta-llama/Llama-3.1-8B --layers 8 --dtype bfloat16
-b qwen3-0.6b_fp32-autocast-bf16 150 --shape Qwen/Qwen3-0.6B --dtype float32 --mixed-precision bf16
+stamp "3. kernels per step (profiler)"
+timeout 90 $py tools/profile_step.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --steps 3 --rows 12 2>&1 | grep -v "USDT" | tee "$out/profile.log"
+
+b() { local name=$1 limit=$2; shift 2; stamp "4. bench $name"
+      timeout "$limit" $py -m sft_reverse.experiment bench --device "$dev" --reps "$reps" --quiet --json "$out/bench_$name.json" "$@" 2>&1 | tee "$out/bench_$name.md"; }
+b ${qn}_${dt}_seq$s1 90 "${Q[@]}" --dtype "$dt" --batch 8 --seq "$s1"
+b ${qn}_${dt}_seq$s2 90 "${Q[@]}" --dtype "$dt" --batch 8 --seq "$s2"
+b ${ln}_${dt}_seq$s1 120 "${L[@]}" --dtype "$dt" --batch 8 --seq "$s1"
+b ${ln}_${dt}_seq$s2 150 "${L[@]}" --dtype "$dt" --batch 8 --seq "$s2"
+[ "$dev" = cpu ] || b qwen3-0.6b_fp32-autocast-bf16 90 "${Q[@]}" --dtype float32 --mixed-precision bf16
 stamp "done"

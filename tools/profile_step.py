@@ -1,4 +1,5 @@
-"""Where an LCDD step's time goes, against a full-SFT step, on one model shape: torch.profiler over a few steps of each.
+"""Where an LCDD step's time goes, against a full-SFT step, on one model shape: torch.profiler over a few steps of each,
+with the number of aten ops (and CUDA kernels) per step.
 
     python tools/profile_step.py --shape Qwen/Qwen3-0.6B --device cuda --dtype bfloat16 [--batch 8 --seq 256]
 
@@ -31,6 +32,9 @@ def main(argv=None):
             for _ in range(a.steps): step()
             if cuda: torch.cuda.synchronize()
         print(f"\n### {name} step: {a.shape}, batch {a.batch}x{a.seq}, {a.device}/{a.dtype}, {a.steps} steps\n")
+        kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA) if cuda else None
+        aten = sum(1 for e in prof.events() if e.name.startswith('aten::'))
+        print(f"per step: {aten/a.steps:.0f} aten events (nested calls included)" + (f", {kernels/a.steps:.0f} CUDA kernels" if cuda else '') + '\n')
         print(prof.key_averages().table(sort_by=key, row_limit=a.rows))
         sys.stdout.flush()
 
