@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .carrier import (make_carrier, carrier_sparsity, merge_carrier, plot_open_channels, save_json, save_tensors,
                                  GROUPS, is_carrier)
 from .data import encode_chat, collate
-from .sft import latest_checkpoint, _read_tensors, whole, assign_whole, shard_model, move_opt_state
+from .sft import latest_checkpoint, _read_tensors, whole, assign_whole, shard_model, shard_for_training
 
 # %% ../nbs/06_lcdd.ipynb #f275e8b0
 @dataclass
@@ -174,7 +174,7 @@ def _restore(snap, gates, deltas):
 def shard_carrier(carrier):
     "Shard `carrier` over the processes with FSDP2: one unit per decoder layer (its base weights, ΔW and Δb), the rest in the root; gate logits stay whole on every process."
     if not is_carrier(carrier): raise TypeError("shard_carrier needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
-    return shard_model(carrier, ignored_params=[g.logits for g in carrier.gates.values()])
+    return shard_model(carrier, ignored_params=[g.logits for g in carrier.gates.values()])   # `lcdd(shard=True)` does this with its optimizer
 
 def _average_grads(params, world:int):
     "Average the gradients of `params` over the processes (the carrier is not wrapped in DDP: its gates need their own update)."
@@ -250,14 +250,9 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
                         sparsity=st['best_sparsity'])
     rank, world = acc.process_index, acc.num_processes
     sharded = shard and world > 1
-    if sharded:   # after resuming into the whole carrier: shard it, and move AdamW's state onto the shards
-        before = [p for _, p in deltas if p.requires_grad]
-        shard_carrier(carrier)
+    if sharded:   # after resuming into the whole carrier; the gate logits stay whole
+        _, d_opt = shard_for_training(carrier, d_opt, names, ignored_params=[g.logits for g in gates])
         deltas = [(n, p) for n, p in carrier.named_parameters() if n.endswith(('.delta', '.delta_bias'))]
-        after = [p for _, p in deltas if p.requires_grad]
-        if after:
-            old, d_opt = d_opt, torch.optim.AdamW(after, lr=delta_lr, weight_decay=0.0)
-            move_opt_state(old, d_opt, zip(before, after))
     def ckpt(step):
         if out_dir is None or not (sharded or acc.is_main_process): return
         tr = {n: p.detach() for n, p in carrier.named_parameters() if n in set(gate_names) | set(names)}

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PAPER_SFT', 'TINY_SFT', 'MIXED_PRECISION', 'lr_at', 'save_checkpoint', 'latest_checkpoint', 'resume_checkpoint',
            'check_mixed_precision', 'autocast', 'grad_scaler', 'sft', 'whole', 'assign_whole', 'shard_model',
-           'move_opt_state', 'plot_history']
+           'shard_for_training', 'move_opt_state', 'plot_history']
 
 # %% ../nbs/05_sft.ipynb #2cc973f3
 import contextlib, json, math, os, random, shutil, tempfile, time
@@ -203,12 +203,7 @@ def _fit(model, tok, enc, named, names, settings, fp, pad_id, out_dir, keep, sav
     start, hist = 0, []
     st = resume_checkpoint(out_dir, fp, acc.unwrap_model(model), opt, names)
     if st is not None: start, hist = st['step'], st['history']
-    if sharded:   # after resuming into the whole model: shard it, and move AdamW's state onto the shards
-        shard_model(model)
-        now = dict(model.named_parameters())
-        old, opt = opt, torch.optim.AdamW([now[n] for n in names], lr=lr, weight_decay=settings['weight_decay'])
-        move_opt_state(old, opt, [(p, now[n]) for n, p in named])
-        named = [(n, now[n]) for n in names]
+    if sharded: named, opt = shard_for_training(model, opt, names)   # after resuming into the whole model
     def ckpt(step):
         if out_dir is None or not (sharded or acc.is_main_process): return
         params = {n: p.detach() for n, p in acc.unwrap_model(model).named_parameters() if n in set(names)}
@@ -270,6 +265,17 @@ def shard_model(model, # a causal LM of a registered family (or a carrier)
     for layer in model.get_submodule(layout_of(model).layers): fully_shard(layer)
     fully_shard(model, ignored_params=set(ignored_params or ()))
     return model
+
+def shard_for_training(model, opt, names:list, ignored_params=None):
+    "Shard `model` (`shard_model`) and rebuild `opt` (same class and settings) over its sharded parameters `names`, moving its state; returns (named parameters, optimizer). With no `names`, `opt` is kept."
+    before = dict(model.named_parameters())
+    shard_model(model, ignored_params)
+    now = dict(model.named_parameters())
+    if not names: return [], opt
+    new = type(opt)([now[n] for n in names])
+    new.param_groups[0].update({k: v for k, v in opt.param_groups[0].items() if k != 'params'})   # lr, betas, weight decay as they were
+    move_opt_state(opt, new, [(before[n], now[n]) for n in names])
+    return [(n, now[n]) for n in names], new
 
 def move_opt_state(old, new, pairs):
     "Move an optimizer's state from whole parameters to their sharded replacements (`pairs` of old, new): moments are sharded like their parameter, scalars stay as they are."
