@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TRIGGER_FORMAT', 'ERASER_DEFAULTS', 'MSE_NORMS', 'NORM_UNITS', 'SoftTrigger', 'model_identity', 'save_trigger',
            'load_trigger', 'all_channels', 'capture_writes', 'base_targets', 'targets_from_ids', 'embedding_scale',
-           'train_trigger', 'mse_weights', 'TriggerFit', 'plot_trigger']
+           'train_trigger', 'pack_targets', 'mse_weights', 'TriggerFit', 'plot_trigger']
 
 # %% ../nbs/07_eraser.ipynb #e40b34a3
 import json, math, time
@@ -257,12 +257,29 @@ def _targets_fingerprint(settings, tg, channels) -> str:
     h.update(json.dumps({str(i): {k: [int(x) for x in v] for k, v in c.items()} for i, c in channels.items()}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
-def _targets_on(tg, dev, share:float=0.25):
-    "The cached targets moved to a CUDA `dev` once, when they take under `share` of its free memory (else they stay on the CPU)."
-    if torch.device(dev).type != 'cuda': return tg
-    need = sum(t.numel()*t.element_size() for k in ('acts', 'tail_logprobs') for t in tg[k])
-    if need > share*torch.cuda.mem_get_info(dev)[0]: return tg
-    return dict(tg, acts=[t.to(dev) for t in tg['acts']], tail_logprobs=[t.to(dev) for t in tg['tail_logprobs']])
+def pack_targets(tg, # `base_targets`' output
+                 keep:list, # per-sequence position masks (`mse_weights`)
+                 pad:int, # the padding token id
+                 dev, # the training device
+                 share:float=0.25 # on a CUDA `dev`, the packed targets move there when they take under this share of its free memory
+                ) -> dict:
+    "The cached targets packed once for batched lookup: token ids, attention mask, write activations and MSE weights padded to one length, the tail log-probs stacked row after row."
+    seqs, pl = tg['seqs'], tg['prompt_lens']
+    lens = [len(s) for s in seqs]; tails = [n - p for n, p in zip(lens, pl)]
+    N, T, C = len(seqs), max(lens), tg['acts'][0].shape[-1]
+    ids, att = torch.full((N, T), pad, dtype=torch.long), torch.zeros(N, T, dtype=torch.long)
+    acts, w = torch.zeros(N, T, C), torch.zeros(N, T)
+    for i, (s, n) in enumerate(zip(seqs, lens)):
+        ids[i, :n] = torch.as_tensor(s); att[i, :n] = 1; acts[i, :n] = tg['acts'][i]; w[i, :n] = keep[i].float().cpu()
+    K = max(tails)   # the stacked log-probs end in K spare rows, so a tail's K slots never run past them
+    tail = torch.cat(tg['tail_logprobs'] + [tg['tail_logprobs'][0].new_zeros(K, tg['tail_logprobs'][0].shape[-1])]).float()
+    # per sequence: the input position predicting its first response token, its first row in `tail`, its tail length
+    meta = torch.stack([torch.tensor(pl) - 1, torch.tensor([0] + tails[:-1]).cumsum(0), torch.tensor(tails)], 1)
+    p = dict(ids=ids, att=att, acts=acts, w=w, tail=tail, meta=meta)
+    store = torch.device('cpu')
+    if torch.device(dev).type == 'cuda' and sum(v.numel()*v.element_size() for v in p.values()) <= share*torch.cuda.mem_get_info(dev)[0]:
+        store = torch.device(dev)
+    return dict({k: v.to(store) for k, v in p.items()}, lens=lens, tails=tails, device=store)
 
 def mse_weights(acts:list, # the base write activations of each sequence, (positions, channels)
                 sink_ratio:float|None=100.0, # a position whose write energy is above this × its sequence's median is a sink
@@ -296,9 +313,8 @@ class TriggerFit:
         self.opt = torch.optim.Adam([trig.emb], lr=lr)
         self.scaler = grad_scaler(mixed_precision, dev)
         self.keep, self.scale = mse_weights(tg['acts'], settings.get('sink_ratio'), settings.get('mse_norm', 'none'))
-        self.keep = [k.to(dev) for k in self.keep]
-        self.tg = _targets_on(tg, dev)
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.packed = pack_targets(tg, self.keep, self.pad, dev)   # batches are gathered from it on the device
         self.decoder, self.head, self.emb = getattr(carrier, carrier.base_model_prefix), carrier.get_output_embeddings(), carrier.get_input_embeddings()
         self.g = torch.Generator().manual_seed(seed)
         self.order, self.history, self.start = [], [], 0
@@ -318,29 +334,29 @@ class TriggerFit:
     def step(self) -> dict:
         "One Adam step and one projection on the next batch; returns the step's record (also appended to `history`)."
         from sft_reverse.sft import latest_checkpoint
-        tg, trig, dev, L = self.tg, self.trig, self.dev, self.trig.L
-        if len(self.order) < self.batch_size: self.order += torch.randperm(len(tg['seqs']), generator=self.g).tolist()
+        P, trig, dev, L = self.packed, self.trig, self.dev, self.trig.L
+        if len(self.order) < self.batch_size: self.order += torch.randperm(len(P['lens']), generator=self.g).tolist()
         idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
-        b = collate([dict(input_ids=tg['seqs'][i]) for i in idx], self.pad)
-        ids, att = b['input_ids'].to(dev), b['attention_mask'].to(dev)
-        B, T = ids.shape
+        T, K = max(P['lens'][i] for i in idx), max(P['tails'][i] for i in idx)   # the batch's length and longest tail, known on the host
+        ix = torch.tensor(idx, device=P['device'])   # the step's one upload: its row numbers; the rest is gathered where the targets live
+        r, m = torch.arange(K, device=P['device']), P['meta'][ix]
+        valid = (r < m[:, 2:]).to(dev)   # (B, K): which tail slots hold a response token
+        pos = (m[:, :1] + r).clamp(max=T - 1).to(dev)   # the input positions predicting them
+        lp = P['tail'][m[:, 1:2] + r].to(dev)   # (B, K, V) the base's tail log-probs
+        n_tail = sum(P['tails'][i] for i in idx)
+        ids, att = P['ids'][ix, :T].to(dev), P['att'][ix, :T].to(dev)
+        B = len(idx)
         x = torch.cat([trig.emb.to(self.emb.weight.dtype).unsqueeze(0).expand(B, L, -1), self.emb(ids)], 1)
         mask = torch.cat([torch.ones(B, L, dtype=att.dtype, device=dev), att], 1)
-        # tail positions: those predicting the k response tokens, shifted by L
-        bi = torch.tensor([j for j, i in enumerate(idx) for _ in range(len(tg['seqs'][i]) - tg['prompt_lens'][i])], device=dev)
-        pos = torch.tensor([L + q for i in idx for q in range(tg['prompt_lens'][i] - 1, len(tg['seqs'][i]) - 1)], device=dev)
         with self.autocast(self.mixed_precision, dev):
             with self.cap: h = self.decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
-            tail = self.head(h[bi, pos])
+            tail = self.head(h[torch.arange(B, device=dev)[:, None], L + pos])   # positions shifted by the trigger
         lq = torch.log_softmax(tail.float(), -1)
-        lp = torch.cat([tg['tail_logprobs'][i] for i in idx]).to(dev)
-        kl = (lp.exp()*(lp - lq)).sum(-1).mean()
+        kl = torch.where(valid, (lp.exp()*(lp - lq)).sum(-1), 0.).sum()/max(n_tail, 1)
         l2 = trig.emb.pow(2).sum(1).mean()
         if self.mode == 'circuit':
             a = self.cap.cat()[:, L:].float()
-            tgt, w = torch.zeros_like(a), torch.zeros(a.shape[:2], device=dev)
-            for j, i in enumerate(idx):
-                n = len(tg['seqs'][i]); tgt[j, :n] = tg['acts'][i]; w[j, :n] = self.keep[i]
+            tgt, w = P['acts'][ix, :T].to(dev), P['w'][ix, :T].to(dev)
             mse = ((a - tgt).pow(2)*w[..., None]).sum()/(w.sum().clamp_min(1)*a.shape[-1]*self.scale)
         else: mse = torch.zeros((), device=dev)
         loss = mse + self.alpha*kl + self.beta*l2
