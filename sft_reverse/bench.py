@@ -202,16 +202,16 @@ def _rss() -> int:
     with open('/proc/self/statm') as f: return int(f.read().split()[1])*os.sysconf('SC_PAGE_SIZE')
 
 def _mem_mode(mode, shape, layers, batch, seq, dtype, device, mixed_precision='no') -> dict:
-    "Peak memory of 3 training steps of `mode` ('lcdd' or 'sft'), in this process."
+    "Peak memory of 3 training steps of `mode` ('lcdd', 'lcdd_theta': the theta store, or 'sft'), in this process."
     dt = getattr(torch, dtype)
     base = shape_model(shape, layers, dt, device)
     ft = perturbed(base)
-    if mode == 'lcdd':
-        model = make_carrier(base, ft); del ft
+    if mode in ('lcdd', 'lcdd_theta'):
+        model = make_carrier(base, ft, store='theta' if mode == 'lcdd_theta' else 'delta'); del ft
         gc.collect()
     else: model = ft; del base; gc.collect()
     b = _batch(model, batch, seq)
-    step = lcdd_stepper(model, b, mixed_precision=mixed_precision) if mode == 'lcdd' else sft_stepper(model, b, mixed_precision=mixed_precision)
+    step = sft_stepper(model, b, mixed_precision=mixed_precision) if mode == 'sft' else lcdd_stepper(model, b, mixed_precision=mixed_precision)
     cuda = torch.device(device).type == 'cuda'
     if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
     before, peak, stop = _rss(), [0], threading.Event()
@@ -225,10 +225,11 @@ def _mem_mode(mode, shape, layers, batch, seq, dtype, device, mixed_precision='n
     peak[0] = max(peak[0], _rss())
     return dict(mode=mode, rss_before=before, peak=torch.cuda.max_memory_allocated() if cuda else peak[0], kind='cuda_allocated' if cuda else 'rss')
 
-def peak_memory(shape='tiny', layers=None, batch:int=8, seq:int=256, dtype='float32', device='cpu', mixed_precision='no') -> dict:
+def peak_memory(shape='tiny', layers=None, batch:int=8, seq:int=256, dtype='float32', device='cpu', mixed_precision='no',
+                modes=('lcdd', 'sft')) -> dict: # any of 'lcdd', 'lcdd_theta' (the theta store) and 'sft'
     "Peak memory of LCDD and full SFT training, each measured in its own subprocess."
     out = {}
-    for mode in ('lcdd', 'sft'):
+    for mode in modes:
         args = json.dumps(dict(mode=mode, shape=shape, layers=layers, batch=batch, seq=seq, dtype=dtype, device=device, mixed_precision=mixed_precision))
         code = f"import json; from sft_reverse.bench import _mem_mode; print('MEM' + json.dumps(_mem_mode(**json.loads({args!r}))))"
         r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=dict(os.environ, TRANSFORMERS_VERBOSITY='error'))
@@ -254,12 +255,16 @@ def bench(shape:str='tiny', layers:int|None=None, batch:int=8, seq:int=256, reps
     base = shape_model(shape, layers, dt, device)
     ft = perturbed(base)
     cw, ca = make_carrier(base, ft, form='weight'), make_carrier(base, ft, form='activation')
+    theta = dtype != 'float32'   # the theta store (θ = W_ft in the base dtype) is the memory option for 16-bit weights
+    ct = make_carrier(base, ft, store='theta') if theta else None
     sft_m = copy.deepcopy(ft)
     b = _batch(base, batch, seq)
     log(f"{type(base).__name__} {shape}: {sum(p.numel() for p in base.parameters())/1e6:.1f}M parameters, batch {batch}×{seq}, {device}/{dtype}")
-    log("training steps: LCDD (weight form), LCDD (activation form), full SFT")
-    tr = interleave(dict(lcdd=lcdd_stepper(cw, b, **mp), lcdd_act=lcdd_stepper(ca, b, **mp), sft=sft_stepper(sft_m, b, **mp)), reps, device)
-    del ca, sft_m; gc.collect()
+    log("training steps: LCDD (weight form), LCDD (activation form), full SFT" + (", LCDD (theta store)" if theta else ''))
+    steps = dict(lcdd=lcdd_stepper(cw, b, **mp), lcdd_act=lcdd_stepper(ca, b, **mp), sft=sft_stepper(sft_m, b, **mp))
+    if theta: steps['lcdd_theta'] = lcdd_stepper(ct, b, **mp)
+    tr = interleave(steps, reps, device)
+    del ca, ct, sft_m; gc.collect()
     log("eraser steps")
     cached, uncached, fb = eraser_steppers(cw, base, batch, seq, **mp)
     er = interleave(dict(cached=cached, uncached=uncached, fwd_bwd=fb), reps, device)
@@ -276,17 +281,19 @@ def bench(shape:str='tiny', layers:int|None=None, batch:int=8, seq:int=256, reps
                mixed_precision=mixed_precision,
                threads=threads, n_params=sum(p.numel() for p in base.parameters()),
                lcdd_over_sft_step=tr['lcdd']/tr['sft'], lcdd_act_over_sft_step=tr['lcdd_act']/tr['sft'],
+               **({'lcdd_theta_over_sft_step': tr['lcdd_theta']/tr['sft']} if theta else {}),
                eraser_step_over_fwd_bwd=er['cached']/er['fwd_bwd'], eraser_uncached_over_cached=er['uncached']/er['cached'],
                gen_batch32_over_batch1=tps[32]/tps[1],
                seconds=dict(lcdd_step=tr['lcdd'], lcdd_act_step=tr['lcdd_act'], sft_step=tr['sft'], eraser_step=er['cached'],
-                            eraser_uncached_step=er['uncached'], fwd_bwd=er['fwd_bwd']),
+                            eraser_uncached_step=er['uncached'], fwd_bwd=er['fwd_bwd'], **({'lcdd_theta_step': tr['lcdd_theta']} if theta else {})),
                steps_per_s=dict(lcdd=1/tr['lcdd'], sft=1/tr['sft'], eraser=1/er['cached']),
                gen_tokens_per_s={str(n): v for n, v in tps.items()})
     del cw, base, ft; gc.collect()
     if memory:
         log("peak memory (a subprocess per mode)")
-        mem = peak_memory(shape, layers, batch, seq, dtype, device, mixed_precision)
+        mem = peak_memory(shape, layers, batch, seq, dtype, device, mixed_precision, modes=('lcdd', 'sft') + (('lcdd_theta',) if theta else ()))
         res.update(lcdd_over_sft_peak_mem=mem['lcdd']['peak']/mem['sft']['peak'], memory=mem)
+        if theta: res['lcdd_theta_over_sft_peak_mem'] = mem['lcdd_theta']['peak']/mem['sft']['peak']
     res['bench_seconds'] = time.time() - t_all
     return res
 
@@ -295,7 +302,9 @@ _ROWS = [('lcdd_over_sft_step', 'LCDD step ÷ full-SFT step', '≤ 1.05'), ('lcd
          ('eraser_step_over_fwd_bwd', 'eraser step (cached targets) ÷ carrier fwd+bwd', '≤ 1.10'),
          ('eraser_uncached_over_cached', 'eraser step, uncached ÷ cached', '–'),
          ('gen_batch32_over_batch1', 'generation tokens/s, batch 32 ÷ batch 1', '≥ 8'),
-         ('lcdd_over_sft_peak_mem', 'peak memory, LCDD ÷ full SFT', '≤ 1.3')]
+         ('lcdd_over_sft_peak_mem', 'peak memory, LCDD ÷ full SFT', '≤ 1.3'),
+         ('lcdd_theta_over_sft_step', 'LCDD step, theta store ÷ full-SFT step (16-bit weights)', '–'),
+         ('lcdd_theta_over_sft_peak_mem', 'peak memory, LCDD with the theta store ÷ full SFT (16-bit weights)', '≤ 1.25 (GPU)')]
 
 def bench_table(r:dict) -> str:
     "The bench result as a markdown table of ratios, then the raw medians."
@@ -307,12 +316,13 @@ def bench_table(r:dict) -> str:
         if k in r: lines.append(f"| {name} | `{k}` | {r[k]:.3f} | {target} |")
     s = r['seconds']
     lines += ['', '| step | median s | steps/s |', '|---|---|---|']
-    for k in ('lcdd_step', 'lcdd_act_step', 'sft_step', 'eraser_step', 'eraser_uncached_step', 'fwd_bwd'):
+    for k in [k for k in ('lcdd_step', 'lcdd_act_step', 'lcdd_theta_step', 'sft_step', 'eraser_step', 'eraser_uncached_step', 'fwd_bwd') if k in s]:
         lines.append(f"| {k} | {s[k]:.4f} | {1/s[k]:.2f} |")
     lines.append(f"| generation tokens/s | batch 1: {r['gen_tokens_per_s']['1']:.1f} | batch 32: {r['gen_tokens_per_s']['32']:.1f} |")
     if 'memory' in r:
         m = r['memory']; kind = m['lcdd']['kind']
-        lines.append(f"| peak memory ({kind}) | LCDD {m['lcdd']['peak']/2**20:.0f} MiB | SFT {m['sft']['peak']/2**20:.0f} MiB |")
+        lines.append(f"| peak memory ({kind}) | LCDD {m['lcdd']['peak']/2**20:.0f} MiB | SFT {m['sft']['peak']/2**20:.0f} MiB |"
+                     + (f" LCDD, theta store {m['lcdd_theta']['peak']/2**20:.0f} MiB |" if 'lcdd_theta' in m else ''))
     return '\n'.join(lines)
 
 # %% ../nbs/11_bench.ipynb #cfdb9ea5

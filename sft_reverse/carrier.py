@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .gates import Gate, GateBank
-from .delta import DeltaLinear, HeadRepeat, delta_for, delta_dtype, FORMS
+from .delta import DeltaLinear, HeadRepeat, delta_for, delta_dtype, FORMS, STORES
 
 # %% ../nbs/02_carrier.ipynb #e08ca64e
 GROUPS = ('attn_read', 'attn_q', 'attn_k', 'attn_v', 'attn_write', 'ffn_read', 'ffn_hidden', 'ffn_write')
@@ -151,34 +151,36 @@ def _decoder(model, lay):
     parent = lay.layers.rpartition('.')[0]
     return model.get_submodule(parent) if parent else model
 
-def _gate_model(model, lay, delta_fn, form='weight', init=1.0, jitter=0.25, seed=0):
+def _gate_model(model, lay, delta_fn, form='weight', init=1.0, jitter=0.25, seed=0, store='delta'):
     "Replace each projection of share-clone `model` by a DeltaLinear with ΔW from `delta_fn(layer, mat, linear)`."
     if form not in FORMS: raise ValueError(f"Unknown form {form!r}; use one of {FORMS}.")
+    if store not in STORES: raise ValueError(f"Unknown store {store!r}; use one of {STORES}.")
+    if store == 'theta' and form != 'weight': raise ValueError("store='theta' needs the weight-masking form (form='weight').")
     nh, nkv, hd = _heads(model, lay)
     layers = model.get_submodule(lay.layers)
-    gates, deltas, store = {}, {}, nn.ModuleDict()
+    gates, deltas, table = {}, {}, nn.ModuleDict()
     for i, layer in enumerate(layers):
         lin = {m: layer.get_submodule(getattr(lay, m)) for m in MATRICES}
         sizes = dict(attn_read=lin['q'].in_features, attn_q=lin['q'].out_features, attn_k=lin['k'].out_features,
                      attn_v=lin['v'].out_features, attn_write=lin['o'].out_features, ffn_read=lin['up'].in_features,
                      ffn_hidden=lin['up'].out_features, ffn_write=lin['down'].out_features)
-        store[str(i)] = nn.ModuleDict()
+        table[str(i)] = nn.ModuleDict()
         for gi, g in enumerate(GROUPS):
             gates[i, g] = Gate(sizes[g], init=init, jitter=jitter, seed=_gate_seed(seed, i, gi),
                                dtype=torch.float32).to(lin['q'].weight.device)
-            store[str(i)][g] = gates[i, g]
+            table[str(i)][g] = gates[i, g]
         for m, (_, rg, cg) in MATRICES.items():
             l = lin[m]
             dw, db = delta_fn(i, m, l)
-            deltas[i, m] = DeltaLinear(l.weight, dw, gates[i, rg], gates[i, cg], l.bias, db, form=form,
+            deltas[i, m] = DeltaLinear(l.weight, dw, gates[i, rg], gates[i, cg], l.bias, db, form=form, store=store,
                                        row_expand=HeadRepeat(nh//nkv, hd) if m == 'o' else None)
             _set_module(layer, getattr(lay, m), deltas[i, m])
-    model.carrier_gates = store
+    model.carrier_gates = table
     model.gates, model.deltas = gates, deltas
     # one Heaviside for all gates per forward pass of the decoder (it holds every projection)
     model.gate_bank = GateBank(list(gates.values())).attach(_decoder(model, lay))
     model.carrier_info = dict(model_type=model.config.model_type, layout=asdict(lay), n_layers=len(layers),
-                              n_heads=nh, n_kv_heads=nkv, head_dim=hd, form=form, init=init, jitter=jitter, seed=seed,
+                              n_heads=nh, n_kv_heads=nkv, head_dim=hd, form=form, store=store, init=init, jitter=jitter, seed=seed,
                               base=getattr(model.config, '_name_or_path', '') or '')
     return model
 
@@ -188,7 +190,8 @@ def make_carrier(base, # the base model (W_base); its tensors are shared, not co
                  form:str='weight', # 'weight' (one matmul per projection) or 'activation'
                  init:float=1.0, # mean initial gate logit (> 0: gates start open, DESIGN §3.1)
                  jitter:float=0.25, # initial logits uniform in [init-jitter, init+jitter]
-                 seed:int=0): # seed of the gate jitter
+                 seed:int=0, # seed of the gate jitter
+                 store:str='delta'): # 'delta' (ΔW trains, float32 for 16-bit bases) or 'theta' (θ = W_ft trains in the base dtype: the memory option)
     "A carrier: `base` with every projection gated, W = W_base + (m_col ⊗ m_row) ⊙ (W_ft - W_base)."
     lay = check_pair(base, ft)
     carrier = _share_clone(base)
@@ -198,7 +201,7 @@ def make_carrier(base, # the base model (W_base); its tensors are shared, not co
         dev = l.weight.device
         return (delta_for(l.weight, f.weight.to(dev)),
                 None if l.bias is None else delta_for(l.bias, f.bias.to(dev)))
-    return _gate_model(carrier, lay, delta_fn, form, init, jitter, seed)
+    return _gate_model(carrier, lay, delta_fn, form, init, jitter, seed, store)
 
 # %% ../nbs/02_carrier.ipynb #d3441c5f
 FAMILIES = {'llama': 'Llama', 'mistral': 'Mistral', 'qwen2': 'Qwen2', 'qwen3': 'Qwen3'}
@@ -377,7 +380,7 @@ def save_carrier(model, path) -> Path:
     for (i, m), dl in model.deltas.items():
         mc, mr = dl.masks()
         oc, orow = torch.nonzero(mc).flatten(), torch.nonzero(mr).flatten()
-        tensors[f"layers.{i}.{m}.delta"] = dl.delta[oc][:, orow]
+        tensors[f"layers.{i}.{m}.delta"] = dl.delta_block(oc, orow)
         if dl.delta_bias is not None: tensors[f"layers.{i}.{m}.delta_bias"] = dl.delta_bias[oc]
     first = next(iter(model.deltas.values()))
     tfile = path/'carrier.safetensors'
@@ -386,7 +389,7 @@ def save_carrier(model, path) -> Path:
     meta = dict(format=CARRIER_FORMAT, version=CARRIER_VERSION, model_type=info['model_type'], base=info['base'],
                 dims=_dims(model, lay), layout=info['layout'], init=info['init'], form=info['form'],
                 base_dtype=str(first.weight.dtype).removeprefix('torch.'),
-                delta_dtype=str(first.delta.dtype).removeprefix('torch.'),
+                delta_dtype=str(first.delta_dtype).removeprefix('torch.'),
                 sparsity=dict(weight=sp['weight'], gate=sp['gate']), tensors_sha256=sha256_file(tfile))
     save_json(meta, path/'carrier.json')
     return path
@@ -407,7 +410,7 @@ def _read_carrier_meta(path):
     return meta, tf
 
 @torch.no_grad()
-def load_carrier(base, path, form:str|None=None):
+def load_carrier(base, path, form:str|None=None, store:str='delta'):
     "Rebuild the carrier saved at `path` on `base` (which must be the base model it was crafted from)."
     meta, tf = _read_carrier_meta(path)
     if is_carrier(base): raise ValueError("The base model is already a carrier; pass the plain base model.")
@@ -420,7 +423,7 @@ def load_carrier(base, path, form:str|None=None):
             raise ValueError(f"Dimension mismatch: the carrier at {str(path)!r} has {k}={v} but this base has {k}={have.get(k)}; load it onto the base it was crafted from ({meta['base'] or 'unnamed'}).")
     zeros = lambda t: None if t is None else torch.zeros(t.shape, dtype=delta_dtype(t.dtype), device=t.device)
     carrier = _gate_model(_share_clone(base), lay, lambda i, m, l: (zeros(l.weight), zeros(l.bias)),
-                          form=form or meta['form'], init=meta['init'], jitter=0., seed=0)
+                          form=form or meta['form'], init=meta['init'], jitter=0., seed=0, store=store)
     with safe_open(str(tf), framework='pt') as f:
         keys = set(f.keys())
         def get(k):
@@ -438,7 +441,7 @@ def load_carrier(base, path, form:str|None=None):
             d = get(f"layers.{i}.{m}.delta")
             if tuple(d.shape) != (len(oc), len(orow)):
                 raise ValueError(f"ΔW block of {m} in layer {i} is {tuple(d.shape)} but its gates open {len(oc)} x {len(orow)}; the artifact is corrupted.")
-            dl.delta[oc[:, None], orow[None, :]] = d.to(dl.delta)
+            dl.set_delta_block_(oc, orow, d)
             if dl.delta_bias is not None: dl.delta_bias[oc] = get(f"layers.{i}.{m}.delta_bias").to(dl.delta_bias)
     carrier.carrier_info['base'] = meta['base']
     return carrier

@@ -156,7 +156,7 @@ def _lcdd_update(gates, trainable, g_opt, d_opt, scaler, lam, rho, penalty_norm,
 
 def _lcdd_params(carrier, mode):
     gates = list(carrier.gates.values())
-    deltas = [(n, p) for n, p in carrier.named_parameters() if n.endswith(('.delta', '.delta_bias'))]
+    deltas = [(n, p) for n, p in carrier.named_parameters() if n.endswith(('.delta', '.theta', '.delta_bias'))]
     for _, p in deltas: p.requires_grad_(mode == 'joint')
     return gates, deltas
 
@@ -252,7 +252,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     sharded = shard and world > 1
     if sharded:   # after resuming into the whole carrier; the gate logits stay whole
         _, d_opt = shard_for_training(carrier, d_opt, names, ignored_params=[g.logits for g in gates])
-        deltas = [(n, p) for n, p in carrier.named_parameters() if n.endswith(('.delta', '.delta_bias'))]
+        deltas = [(n, p) for n, p in carrier.named_parameters() if n.endswith(('.delta', '.theta', '.delta_bias'))]
     def ckpt(step):
         if out_dir is None or not (sharded or acc.is_main_process): return
         tr = {n: p.detach() for n, p in carrier.named_parameters() if n in set(gate_names) | set(names)}

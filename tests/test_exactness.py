@@ -1,6 +1,7 @@
 """The weight-masking autograd function against plain autograd, on every device present (CPU here, CUDA in
 tools/gpu_check.sh): output and gΔW bit for bit, gate gradients within 1e-5 relative in float32, a float64 gradcheck,
-and a frozen projection's cached masked weight giving the trainable path's output and input gradient bit for bit."""
+a frozen projection's cached masked weight giving the trainable path's output and input gradient bit for bit,
+and the theta store (the bf16 memory option) giving the ΔW store's output and gradients bit for bit."""
 import pytest, torch
 import torch.nn.functional as F
 from sft_reverse.delta import MaskedLinearFn, DeltaLinear, delta_for
@@ -50,3 +51,22 @@ def test_frozen_projection_cache_is_exact(dev):
     for p in (dl.delta, dl.delta_bias, row.logits, col.logits): p.requires_grad_(False)
     y_f, g_f = run()
     assert dl.frozen() and torch.equal(y_f, y_t) and torch.equal(g_f, g_t)
+
+@pytest.mark.parametrize('dev', DEVICES)
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_theta_store_matches_delta_store(dev, dtype):
+    "The memory option: θ = W_ft in the base dtype gives the ΔW store's output, gate gradients and Δb gradient bit for bit, and gθ = gΔW rounded."
+    g = torch.Generator().manual_seed(3)
+    wb, bb = torch.randn(40, 24, generator=g).to(dtype), torch.randn(40, generator=g).to(dtype)
+    wf, bf = (wb.float() + 0.3*torch.randn(40, 24, generator=g)).to(dtype), (bb.float() + 0.3*torch.randn(40, generator=g)).to(dtype)
+    x = torch.randn(3, 5, 24, generator=g).to(dtype).to(dev)
+    out = {}
+    for store in ('delta', 'theta'):
+        row, col = Gate(24, seed=1).to(dev), Gate(40, seed=2).to(dev)
+        with torch.no_grad(): row.logits[::3] = -1.; col.logits[1::4] = -1.
+        dl = DeltaLinear(wb, delta_for(wb, wf), row, col, bb, delta_for(bb, bf), store=store).to(dev)
+        y = dl(x); y.backward(torch.ones_like(y))
+        out[store] = (y.detach(), dl.trained.grad, row.logits.grad, col.logits.grad, dl.delta_bias.grad)
+    (y0, gd, gr0, gc0, gb0), (y1, gt, gr1, gc1, gb1) = out['delta'], out['theta']
+    assert torch.equal(y0, y1) and torch.equal(gr0, gr1) and torch.equal(gc0, gc1) and torch.equal(gb0, gb1)
+    assert gt.dtype == dtype and torch.equal(gd.to(dtype), gt)
