@@ -20,22 +20,38 @@ def _masked_bias(b, db, m_col):
     "b_base + m_col ⊙ Δb, assembled in the mask's dtype (ΔW's)."
     return b.to(m_col.dtype) + (m_col*db if db is not None else 0)
 
+def _theta_weight(w, theta, m_col, m_row, M=None):
+    "where(m_col ⊗ m_row, θ, W_base) in the base dtype (`M`: the outer product, when already built)."
+    return torch.where((torch.outer(m_col, m_row) if M is None else M) > 0, theta, w)
+
+def _gated_forward(ctx, weight_of, x, w, p, m_col, m_row, b, db):
+    "The forward pass both functions share: the masked weight `weight_of(w, p, m_col, m_row)` and bias, the matmul, the saved tensors."
+    dev = x.device.type   # under autocast, the matmul (and the saved input) take autocast's dtype, as nn.Linear's would
+    if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
+    bias = None if b is None else _masked_bias(b, db, m_col).to(x.dtype)
+    ctx.save_for_backward(x, w, p, m_col, m_row, db)
+    return F.linear(x, weight_of(w, p, m_col, m_row).to(x.dtype), bias)
+
+def _bias_grads(g2, m_col, db, nb, ndb, nc, gc):
+    "The bias part of the backward pass: ∂L/∂b, ∂L/∂Δb, and the column gate's share Σg ⊙ Δb added to `gc`."
+    gb = gdb = None
+    if nb or ndb or (nc and db is not None):
+        gsum = g2.sum(0).to(m_col.dtype)
+        if nb: gb = gsum
+        if ndb: gdb = gsum * m_col
+        if nc and db is not None: gc = gc + gsum*db
+    return gb, gdb, gc
+
 class MaskedLinearFn(torch.autograd.Function):
     "y = x·(W_base + (m_col ⊗ m_row) ⊙ ΔW)ᵀ + b_base + m_col ⊙ Δb, recomputing the masked weight in backward."
     @staticmethod
-    def forward(ctx, x, w, d, m_col, m_row, b=None, db=None):
-        dev = x.device.type   # under autocast, the matmul (and the saved input) take autocast's dtype, as nn.Linear's would
-        if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
-        W = _masked_weight(w, d, m_col, m_row).to(x.dtype)
-        bias = None if b is None else _masked_bias(b, db, m_col).to(x.dtype)
-        ctx.save_for_backward(x, w, d, m_col, m_row, db)
-        return F.linear(x, W, bias)
+    def forward(ctx, x, w, d, m_col, m_row, b=None, db=None): return _gated_forward(ctx, _masked_weight, x, w, d, m_col, m_row, b, db)
 
     @staticmethod
     def backward(ctx, g):
         x, w, d, m_col, m_row, db = ctx.saved_tensors
         nx, _, nd, nc, nr, nb, ndb = ctx.needs_input_grad
-        gx = gd = gc = gr = gb = gdb = None
+        gx = gd = gc = gr = None
         M = torch.outer(m_col, m_row) if nx or nd else None   # built once, for both the masked weight and gΔW
         if nx: gx = g @ torch.addcmul(w.to(d.dtype), M, d).to(g.dtype)
         g2 = g.reshape(-1, g.shape[-1])
@@ -46,31 +62,21 @@ class MaskedLinearFn(torch.autograd.Function):
                 Gd = G.mul_(d)
                 if nc: gc = Gd @ m_row
                 if nr: gr = Gd.t().mv(m_col)
-        if nb or ndb or (nc and db is not None):
-            gsum = g2.sum(0).to(d.dtype)
-            if nb: gb = gsum
-            if ndb: gdb = gsum * m_col
-            if nc and db is not None: gc = gc + gsum*db
+        gb, gdb, gc = _bias_grads(g2, m_col, db, nb, ndb, nc, gc)
         return gx, None, gd, gc, gr, gb, gdb
 
 class ThetaLinearFn(torch.autograd.Function):
     "The same layer with θ = W_ft stored in the base dtype: W = where(m_col ⊗ m_row, θ, W_base); ΔW = θ − W_base is formed only for the gate gradients."
     @staticmethod
-    def forward(ctx, x, w, theta, m_col, m_row, b=None, db=None):
-        dev = x.device.type
-        if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
-        W = torch.where(torch.outer(m_col, m_row) > 0, theta, w).to(x.dtype)
-        bias = None if b is None else _masked_bias(b, db, m_col).to(x.dtype)
-        ctx.save_for_backward(x, w, theta, m_col, m_row, db)
-        return F.linear(x, W, bias)
+    def forward(ctx, x, w, theta, m_col, m_row, b=None, db=None): return _gated_forward(ctx, _theta_weight, x, w, theta, m_col, m_row, b, db)
 
     @staticmethod
     def backward(ctx, g):
         x, w, theta, m_col, m_row, db = ctx.saved_tensors
         nx, _, nt, nc, nr, nb, ndb = ctx.needs_input_grad
-        gx = gt = gc = gr = gb = gdb = None
+        gx = gt = gc = gr = None
         M = torch.outer(m_col, m_row) if nx or nt else None
-        if nx: gx = g @ torch.where(M > 0, theta, w).to(g.dtype)
+        if nx: gx = g @ _theta_weight(w, theta, m_col, m_row, M).to(g.dtype)
         g2 = g.reshape(-1, g.shape[-1])
         if nt or nc or nr:
             G = (g2.t() @ x.reshape(-1, x.shape[-1])).to(m_col.dtype)
@@ -79,11 +85,7 @@ class ThetaLinearFn(torch.autograd.Function):
                 Gd = G.mul_(theta.to(G.dtype) - w.to(G.dtype))   # G ⊙ ΔW, ΔW formed in the masks' dtype (float32 for 16-bit weights)
                 if nc: gc = Gd @ m_row
                 if nr: gr = Gd.t().mv(m_col)
-        if nb or ndb or (nc and db is not None):
-            gsum = g2.sum(0).to(m_col.dtype)
-            if nb: gb = gsum
-            if ndb: gdb = gsum * m_col
-            if nc and db is not None: gc = gc + gsum*db
+        gb, gdb, gc = _bias_grads(g2, m_col, db, nb, ndb, nc, gc)
         return gx, None, gt, gc, gr, gb, gdb
 
 # %% ../nbs/01_delta.ipynb #f4f3a5cf
@@ -166,7 +168,7 @@ class DeltaLinear(nn.Module):
     def masked_weight(self, mc, mr):
         "W_base + (m_col ⊗ m_row) ⊙ ΔW: in ΔW's dtype, or (theta store) where(m_col ⊗ m_row, θ, W_base) in the base dtype."
         if self.delta is not None: return _masked_weight(self.weight, self.delta, mc, mr)
-        return torch.where(torch.outer(mc, mr) > 0, self.theta, self.weight)
+        return _theta_weight(self.weight, self.theta, mc, mr)
 
     def delta_block(self, rows, cols) -> torch.Tensor:
         "ΔW[rows][:, cols] in ΔW's dtype (θ − W_base under the theta store: exact for 16-bit weights)."
