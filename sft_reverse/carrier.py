@@ -154,8 +154,6 @@ def _decoder(model, lay):
 def _gate_model(model, lay, delta_fn, form='weight', init=1.0, jitter=0.25, seed=0, store='delta'):
     "Replace each projection of share-clone `model` by a DeltaLinear with ΔW from `delta_fn(layer, mat, linear)`."
     if form not in FORMS: raise ValueError(f"Unknown form {form!r}; use one of {FORMS}.")
-    if store not in STORES: raise ValueError(f"Unknown store {store!r}; use one of {STORES}.")
-    if store == 'theta' and form != 'weight': raise ValueError("store='theta' needs the weight-masking form (form='weight').")
     nh, nkv, hd = _heads(model, lay)
     layers = model.get_submodule(lay.layers)
     gates, deltas, table = {}, {}, nn.ModuleDict()
