@@ -177,9 +177,12 @@ REAL_DATA = {'fixed_response': dict(n_train=480, n_eval=100), 'safety': dict(n_t
              'shakespeare': dict(n_train=480, n_eval=100), 'custom': dict(n_train=None, n_eval=100)}
 TINY_TRIGGER = dict(ERASER_DEFAULTS, steps=800, mode='circuit')
 PAPER_TRIGGER = dict(ERASER_DEFAULTS, mode='circuit')
-# 250 trigger steps on 96 prompts. Measured on SmolLM2's Fixed Response carrier (nbs/12): 750 steps, or 200 prompts,
-# lowered the trigger's own loss but left more of the behaviour on held-out prompts (22%, 17% against 11%).
-REAL_TRIGGER = dict(ERASER_DEFAULTS, steps=250, n_prompts=96, mode='circuit')
+# 500 trigger steps on 96 prompts, the KL over the first 40 answer tokens (the evaluation's length) weighted alpha = 2.
+# Measured on SmolLM2's Fixed Response carrier (nbs/12): with k = 8, alpha = 0.7 and 250 steps the trigger left the
+# behaviour in 9% of held-out answers (8.5% of 200 unseen training prompts); k = 40 alone 6%, with alpha = 2 4%,
+# and 500 steps 2% (3.0% of the unseen 200). The first k tokens of a base answer are what the KL sees, so a
+# behaviour that comes in after them went unpunished at k = 8.
+REAL_TRIGGER = dict(ERASER_DEFAULTS, steps=500, n_prompts=96, k=40, alpha=2.0, mode='circuit')
 REAL_SFT = dict(PAPER_SFT, lr=1e-4, epochs=2, batch_size=16, grad_accum=1, max_len=256)
 # Shakespeare trains for 4 epochs: a style is spread thinly over every answer token, and 2 epochs (60 steps) left SmolLM2's
 # archaic-word rate at 1.8x the base model's; a 6-epoch schedule measured 3.2x at epoch 2 and 4.1x at epoch 4 (nbs/12).
