@@ -1,0 +1,38 @@
+"""`RunConfig(lcdd=dict(store='theta'))`, the memory option, runs end to end in the tiny lab: the carrier trains θ = W_ft
+instead of ΔW, has its own LCDD fingerprint, and (float32 weights, where θ's updates round like ΔW's) follows the default
+run's LCDD closely: the same gates, losses within float tolerance."""
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+
+from sft_reverse.experiment import RunConfig, run, stage_keys, resolve
+from sft_reverse.carrier import load_carrier
+from sft_reverse.experiment import load_model
+
+SMALL = dict(task='fixed_response', n_train=48, n_eval=8, max_new_tokens=16, seed=0, checkpoint_every=8,
+             sft=dict(max_steps=12, batch_size=8),
+             lcdd=dict(max_steps=24, warmup_steps=6, check_every=3, batch_size=8, stall_patience=1000),
+             trigger=dict(steps=10, n_prompts=16, batch_size=8),
+             utility=dict(facts=dict(limit=40)))
+
+
+def test_theta_store_runs_and_tracks_the_delta_store(tmp_path):
+    cfgs = {s: RunConfig(**dict(SMALL, lcdd=dict(SMALL['lcdd'], store=s), out_dir=str(tmp_path/s))) for s in ('delta', 'theta')}
+    res = {s: run(c, progress=False) for s, c in cfgs.items()}
+    assert 'store' not in res['delta']['config']['lcdd'] and res['theta']['config']['lcdd']['store'] == 'theta'
+    kd, kt = (stage_keys(resolve(c)) for c in cfgs.values())
+    assert kd['sft'] == kt['sft'] and kd['lcdd'] != kt['lcdd']
+    hd, ht = (json.loads((tmp_path/s/'lcdd'/'history.json').read_text())['history'] for s in ('delta', 'theta'))
+    assert len(hd) == len(ht) > 0
+    for a, b in zip(hd, ht):
+        assert abs(a['loss'] - b['loss']) <= 1e-4*max(1.0, abs(a['loss'])), (a, b)
+    assert res['delta']['sparsity'] == res['theta']['sparsity']
+    for s, other in (('delta', 'theta'), ('theta', 'delta')):   # what LCDD trained, read from its checkpoints
+        names = set()
+        for f in (tmp_path/s/'lcdd'/'ckpt').glob('*/*.safetensors'):
+            with safe_open(str(f), 'pt') as h: names |= set(h.keys())
+        assert any(n.endswith('.' + s) for n in names) and not any(n.endswith('.' + other) for n in names), (s, sorted(names)[:5])
+    base, _ = load_model('tiny', progress=False)
+    c = load_carrier(base, tmp_path/'theta'/'lcdd'/'carrier')   # a theta-store carrier is saved in the same format
+    assert c.deltas and all(d.store == 'delta' for d in c.deltas.values())
