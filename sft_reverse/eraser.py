@@ -239,12 +239,13 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
     flags = {p: p.requires_grad for m in (carrier, base) for p in m.parameters()}
     for p in flags: p.requires_grad_(False)
     try:
-        if targets is None: targets = base_targets(base, tok, prompts, channels, k=k, system=system, progress=progress)
+        own = targets is None   # targets computed here are released once packed; a caller's are left as they are
+        if own: targets = base_targets(base, tok, prompts, channels, k=k, system=system, progress=progress)
         return _fit_trigger(carrier, tok, trig, targets, cap, mode, steps, lr, batch_size, alpha, beta/m**2, seed, callback, progress,
                             channels, dict(mode=mode, L=L, steps=steps, lr=lr, batch_size=batch_size, n_prompts=len(prompts),
                                            alpha=alpha, beta=beta, k=k, R=R, units=units, emb_scale=m, R_abs=R*m, beta_abs=beta/m**2,
                                            sink_ratio=sink_ratio, mse_norm=mse_norm, seed=seed, system=system),
-                            out_dir=out_dir, save_every=save_every, mixed_precision=mixed_precision)
+                            out_dir=out_dir, save_every=save_every, mixed_precision=mixed_precision, release_targets=own)
     finally:
         for p, f in flags.items(): p.requires_grad_(f)
 
@@ -303,7 +304,8 @@ class TriggerFit:
                  beta:float=0.1, # the raw penalty weight (already divided by m² when `units='embedding'`)
                  seed:int=0, channels:dict|None=None, settings:dict|None=None,
                  out_dir=None, # checkpoint folder; the newest checkpoint that fits is resumed
-                 mixed_precision:str='no'):
+                 mixed_precision:str='no',
+                 release_targets:bool=False): # drop `tg`'s per-sequence activations and log-probs once packed (when nothing else needs them)
         from sft_reverse.sft import resume_checkpoint, autocast, grad_scaler
         settings = settings or {}
         self.carrier, self.trig, self.cap, self.mode, self.batch_size, self.alpha, self.beta = carrier, trig, cap, mode, batch_size, alpha, beta
@@ -319,6 +321,7 @@ class TriggerFit:
         self.g = torch.Generator().manual_seed(seed)
         self.order, self.history, self.start = [], [], 0
         self.fp = _targets_fingerprint(settings, tg, channels) if out_dir is not None else None
+        if release_targets: tg['acts'] = tg['tail_logprobs'] = None   # the packed copy holds them; the per-sequence lists would double the memory
         st = resume_checkpoint(out_dir, self.fp, trig, self.opt, ['emb'], what='trigger training') if out_dir is not None else None
         if st:   # the trigger, Adam's moments, the batch order and the generator, as they were after step st['step']
             self.start, self.order, self.history = st['step'], st['order'], st['history']
@@ -373,8 +376,8 @@ class TriggerFit:
         return rec
 
 def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress, channels, settings,
-                 out_dir=None, save_every=None, mixed_precision='no'):
-    fit = TriggerFit(carrier, tok, trig, tg, cap, mode, lr, batch_size, alpha, beta, seed, channels, settings, out_dir, mixed_precision)
+                 out_dir=None, save_every=None, mixed_precision='no', release_targets=False):
+    fit = TriggerFit(carrier, tok, trig, tg, cap, mode, lr, batch_size, alpha, beta, seed, channels, settings, out_dir, mixed_precision, release_targets)
     was = carrier.training; carrier.eval()
     t0 = time.time()
     bar = tqdm(range(fit.start, steps), desc=f'trigger[{mode}]', disable=not progress, mininterval=2)
