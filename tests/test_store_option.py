@@ -1,7 +1,7 @@
 """`RunConfig(lcdd=dict(store='theta'))`, the memory option, runs end to end in the tiny lab: the carrier trains θ = W_ft
 instead of ΔW, has its own LCDD fingerprint, and (float32 weights, where θ's updates round like ΔW's) follows the default
 run's LCDD closely: the same gates, losses within float tolerance."""
-import json
+import json, shutil
 from pathlib import Path
 
 from safetensors import safe_open
@@ -19,7 +19,9 @@ SMALL = dict(task='fixed_response', n_train=48, n_eval=8, max_new_tokens=16, see
 
 def test_theta_store_runs_and_tracks_the_delta_store(tmp_path):
     cfgs = {s: RunConfig(**dict(SMALL, lcdd=dict(SMALL['lcdd'], store=s), out_dir=str(tmp_path/s))) for s in ('delta', 'theta')}
-    res = {s: run(c, progress=False) for s, c in cfgs.items()}
+    res = dict(delta=run(cfgs['delta'], progress=False))
+    shutil.copytree(tmp_path/'delta', tmp_path/'theta')   # the same data and SFT stages, found by their fingerprints
+    res['theta'] = run(cfgs['theta'], progress=False)
     assert 'store' not in res['delta']['config']['lcdd'] and res['theta']['config']['lcdd']['store'] == 'theta'
     kd, kt = (stage_keys(resolve(c)) for c in cfgs.values())
     assert kd['sft'] == kt['sft'] and kd['lcdd'] != kt['lcdd']
