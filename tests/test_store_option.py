@@ -6,9 +6,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from sft_reverse.experiment import RunConfig, run, stage_keys, resolve
+from sft_reverse.experiment import RunConfig, run, stage_keys, resolve, load_model
 from sft_reverse.carrier import load_carrier
-from sft_reverse.experiment import load_model
 
 SMALL = dict(task='fixed_response', n_train=48, n_eval=8, max_new_tokens=16, seed=0, checkpoint_every=8,
              sft=dict(max_steps=12, batch_size=8),

@@ -10,8 +10,6 @@ and checks every number of every step against the recording, within a relative t
 import argparse, copy, json, math, sys, warnings
 from pathlib import Path
 
-import torch
-
 
 def histories() -> dict:
     from sft_reverse.experiment import RunConfig, resolve, load_model

@@ -17,7 +17,7 @@ MAX_FN, MAX_MOD = 60, 600
 FORBIDDEN = [('data', 'carrier'), ('evals', 'tiny'), ('eraser', 'sft')]
 
 
-def _target(mod, node):
+def _target(node):
     "The package module an import node reads from, or None for outside imports."
     if isinstance(node, ast.ImportFrom):
         if node.level == 1: return (node.module or '').split('.')[0] or None
@@ -36,7 +36,7 @@ def figures(pkg: Path = PKG) -> dict:
         if n > MAX_MOD: long_mods.append(dict(module=mod, lines=n))
         for node in ast.walk(ast.parse(src)):
             if isinstance(node, ast.ImportFrom):
-                t = _target(mod, node)
+                t = _target(node)
                 if t is None or t == mod: continue
                 edges.add((mod, t))
                 private += [dict(module=mod, source=t, name=a.name, line=node.lineno) for a in node.names if a.name.startswith('_')]
