@@ -19,7 +19,7 @@ from .lcdd import _lcdd_update, _lcdd_params
 from .eraser import SoftTrigger, capture_writes, targets_from_ids, TriggerFit
 from .evals import _generate_ids
 from .tiny import tiny_lab, set_threads
-from .sft import autocast, grad_scaler, check_mixed_precision
+from .sft import autocast, grad_scaler, check_mixed_precision, adamw
 
 # %% ../nbs/11_bench.ipynb #48175493
 SHAPES = {
@@ -69,7 +69,7 @@ def lcdd_stepper(carrier, batch, delta_lr:float=2e-5, gate_lr:float=0.1, mixed_p
     dev = carrier.get_input_embeddings().weight.device
     gates, deltas = _lcdd_params(carrier, 'joint')
     g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0, foreach=True)
-    d_opt = torch.optim.AdamW([p for _, p in deltas if p.requires_grad], lr=delta_lr, weight_decay=0.0)
+    d_opt = adamw([p for _, p in deltas if p.requires_grad], lr=delta_lr)
     trainable = [g.logits for g in gates] + [p for _, p in deltas if p.requires_grad]
     state = dict(s_ema=None)
     carrier.train()
@@ -88,7 +88,7 @@ def sft_stepper(model, batch, lr:float=2e-5, mixed_precision:str='no'):
     params = [p for n, p in model.named_parameters() if n in names]
     for p in model.parameters(): p.requires_grad_(False)
     for p in params: p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = adamw(params, lr=lr)
     dev = model.get_input_embeddings().weight.device
     scaler = grad_scaler(mixed_precision, dev)
     model.train()

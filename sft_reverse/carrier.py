@@ -343,7 +343,11 @@ def save_json(obj, path):
 def save_tensors(tensors:dict, path, metadata:dict|None=None):
     "Write tensors as safetensors to `path`, atomically."
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        save_file({k: _own(v.detach().contiguous().cpu()) for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+def _own(t):
+    "`t`, or a copy of it where it is a view into a larger tensor (gate logits are views of their bank's flat tensor): safetensors refuses shared storage."
+    return t if t.untyped_storage().nbytes() == t.numel()*t.element_size() else t.clone()
 
 def sha256_file(path, chunk=1<<20) -> str:
     "Hex SHA-256 of a file's bytes."

@@ -63,11 +63,25 @@ class Gate(nn.Module):
     def extra_repr(self): return f"n={self.n}, open={self.n_open()}"
 
 # %% ../nbs/00_gates.ipynb #6b0a0002
+class _BankHeaviside(torch.autograd.Function):
+    "1[θ > 0] over a bank's flat logits `f`; the backward gives the bank the STE gradient over `f` (the gates' `.grad` become its views)."
+    @staticmethod
+    def forward(ctx, bank, key, f, *logits):
+        s = torch.sigmoid(f)
+        ctx.bank, ctx.key = bank, key
+        ctx.save_for_backward(s*(1 - s))   # σ'(θ) at the forward's values: in-place updates of the logits cannot leak in
+        return (f > 0).to(f.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.bank._accumulate(ctx.key, g*ctx.saved_tensors[0])
+        return (None,)*(3 + len(ctx.bank._groups[ctx.key]))
+
 class GateBank:
-    "A model's gates, masked together: one Heaviside over their concatenated logits per forward pass, and one STE backward."
+    "A model's gates, masked together: one Heaviside over one flat tensor of their logits per forward pass, and one STE backward."
     def __init__(self, gates:list):
         self.gates = list(gates)
-        self.active, self._masks = False, None
+        self.active, self._masks, self._groups, self._flat, self._grad = False, None, {}, {}, {}
         for g in self.gates: g.bank = self
 
     def start(self, module=None, args=None):
@@ -78,14 +92,62 @@ class GateBank:
         "End the forward pass and drop the shared masks. (A forward hook.)"
         self.active, self._masks = False, None
 
-    def _compute(self):
-        "Every gate's mask, one Heaviside per device and dtype."
+    @staticmethod
+    def _views_of(f, gs) -> bool:
+        "True when the gates' logits lie, in order, back to back in `f`."
+        p, size = f.data_ptr(), f.element_size()
+        for g in gs:
+            if g.logits.data_ptr() != p or not g.logits.is_contiguous(): return False
+            p += g.n*size
+        return True
+
+    def _flats(self):
+        "{(device, dtype): flat logits}, every gate's logits a view of its group's tensor (rebuilt where a gate has moved)."
         groups = {}
         for g in self.gates: groups.setdefault((g.logits.device, g.logits.dtype), []).append(g)
+        if groups.keys() != self._groups.keys(): self._flat, self._grad = {}, {}
+        self._groups = groups
+        for key, gs in groups.items():
+            f = self._flat.get(key)
+            if f is None or not self._views_of(f, gs):
+                with torch.no_grad(): f = torch.cat([g.logits.detach() for g in gs]) if len(gs) > 1 else gs[0].logits.detach().clone()
+                for g, v in zip(gs, f.split([g.n for g in gs])): g.logits.data = v
+                self._flat[key], self._grad[key] = f, None
+        return self._flat
+
+    def _accumulate(self, key, d):
+        "Add the flat STE gradient `d` to the `.grad` of the group's gates: one tensor whose views they are, when it can be."
+        gs, cur = self._groups[key], self._grad.get(key)
+        train = [g.logits.requires_grad for g in gs]
+        if all(g.logits.grad is None for g in gs):
+            self._grad[key] = d
+            for g, v, t in zip(gs, d.split([g.n for g in gs]), train):
+                if t: g.logits.grad = v
+        elif cur is not None and all(g.logits.grad is not None and g.logits.grad._base is cur for g, t in zip(gs, train) if t):
+            cur.add_(d)
+        else:   # someone replaced a gradient: accumulate gate by gate
+            self._grad[key] = None
+            for g, v, t in zip(gs, d.split([g.n for g in gs]), train):
+                if t: g.logits.grad = v.clone() if g.logits.grad is None else g.logits.grad + v
+
+    def flat(self):
+        "(logits, grad): the flat tensors every gate's logits and `.grad` are views of, or None for either where they are not (several devices or dtypes, a gradient replaced)."
+        if len(self._groups) != 1: return None, None
+        (key, gs), = self._groups.items()
+        f, gr = self._flat.get(key), self._grad.get(key)
+        if f is None or not self._views_of(f, gs): return None, None
+        if gr is None or any(g.logits.grad is None or g.logits.grad._base is not gr for g in gs): gr = None
+        return f, gr
+
+    def _compute(self):
+        "Every gate's mask, one Heaviside per device and dtype."
         out = {}
-        for gs in groups.values():
-            flat = heaviside(torch.cat([g.logits for g in gs]) if len(gs) > 1 else gs[0].logits)
-            out.update(zip(map(id, gs), flat.split([g.n for g in gs])))
+        for key, f in self._flats().items():
+            gs = self._groups[key]
+            if torch.is_grad_enabled() and any(g.logits.requires_grad for g in gs):
+                m = _BankHeaviside.apply(self, key, f, *[g.logits for g in gs])
+            else: m = (f > 0).to(f.dtype)
+            out.update(zip(map(id, gs), m.split([g.n for g in gs]) if len(gs) > 1 else [m]))
         return out
 
     def mask(self, gate:Gate) -> torch.Tensor:
@@ -108,3 +170,4 @@ class GateBank:
         return self
 
     def __repr__(self): return f"GateBank({len(self.gates)} gates, {sum(g.n for g in self.gates)} channels)"
+

@@ -117,9 +117,13 @@ PENALTY_NORMS = ('sensitivity', 'sum', 'mean')
 @torch.no_grad()
 def _gate_grads(gates, lam, rho, norm, s_ema, beta=0.9):
     "Turn the task gradient on every gate logit into task + penalty gradient, in place; returns the sensitivity EMA (0-d float64 on the gates' device, 0 until set)."
-    th = torch.cat([g.logits for g in gates])
+    bank = getattr(gates[0], 'bank', None) if gates else None
+    th, gt = bank.flat() if bank is not None and bank.gates == gates else (None, None)   # the bank's flat tensors: nothing to concatenate
+    flat = gt is not None
+    if not flat:
+        th = torch.cat([g.logits for g in gates])
+        gt = torch.cat([g.logits.grad if g.logits.grad is not None else torch.zeros_like(g.logits) for g in gates])
     sp = torch.sigmoid(th); dsig = sp*(1 - sp)
-    gt = torch.cat([g.logits.grad if g.logits.grad is not None else torch.zeros_like(g.logits) for g in gates])
     if norm == 'sensitivity':   # computed on the device: no host sync
         op = th > 0
         s = torch.where(op, (gt/dsig.clamp_min(1e-12)).abs(), 0.).sum().double()/op.sum().clamp_min(1)
@@ -128,7 +132,9 @@ def _gate_grads(gates, lam, rho, norm, s_ema, beta=0.9):
         total = gt*torch.where(s_ema > 0, 1/s_ema, 1.) + lam*rho*dsig
     elif norm == 'sum': total = gt + lam*rho*dsig
     else: total = gt + lam*rho*dsig/th.numel()
-    for g, t in zip(gates, total.split([g.n for g in gates])): g.logits.grad = t
+    if flat: gt.copy_(total)   # the gates' `.grad` are views of it
+    else:
+        for g, t in zip(gates, total.split([g.n for g in gates])): g.logits.grad = t
     return s_ema
 
 # %% ../nbs/06_lcdd.ipynb #5db4338c
@@ -176,9 +182,14 @@ def shard_carrier(carrier):
     if not is_carrier(carrier): raise TypeError("shard_carrier needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
     return shard_model(carrier, ignored_params=[g.logits for g in carrier.gates.values()])   # `lcdd(shard=True)` does this with its optimizer
 
-def _average_grads(params, world:int):
-    "Average the gradients of `params` over the processes (the carrier is not wrapped in DDP: its gates need their own update)."
+def _average_grads(params, world:int, gates=()):
+    "Average the gradients of `params` and `gates` over the processes (the carrier is not wrapped in DDP: its gates need their own update)."
     import torch.distributed as dist
+    gates = list(gates)
+    bank = getattr(gates[0], 'bank', None) if gates else None
+    flat = bank.flat()[1] if bank is not None and bank.gates == gates else None
+    if flat is not None: dist.all_reduce(flat); flat.div_(world)   # every gate's gradient in one collective
+    else: params = [g.logits for g in gates] + list(params)
     for p in params:
         if p.grad is None: p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad); p.grad.div_(world)
@@ -207,7 +218,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
          progress:bool=True) -> dict:
     "Algorithm 1: train gates (and ΔW) of `carrier` on `rows` under a utility budget; returns history and outcome."
     from accelerate import Accelerator
-    from sft_reverse.sft import save_checkpoint, resume_checkpoint, _fingerprint, _token_share, _global_mean, check_mixed_precision, autocast, grad_scaler
+    from sft_reverse.sft import save_checkpoint, resume_checkpoint, _fingerprint, _token_share, _global_mean, check_mixed_precision, autocast, grad_scaler, adamw
     if not is_carrier(carrier) or not hasattr(carrier, 'gates'): raise TypeError("lcdd needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
     if mode not in MODES: raise ValueError(f"Unknown mode {mode!r}; use one of {MODES}.")
     if penalty_norm not in PENALTY_NORMS: raise ValueError(f"Unknown penalty_norm {penalty_norm!r}; use one of {PENALTY_NORMS}.")
@@ -237,7 +248,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     gate_names = [n for n, _ in carrier.named_parameters() if n.endswith('.logits')]
     g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0, foreach=True)
     scaler = grad_scaler(mixed_precision, acc.device)
-    d_opt = torch.optim.AdamW([p for _, p in deltas if p.requires_grad] or [torch.nn.Parameter(torch.zeros(1))], lr=delta_lr, weight_decay=0.0)
+    d_opt = adamw([p for _, p in deltas if p.requires_grad] or [torch.nn.Parameter(torch.zeros(1))], lr=delta_lr)
     start, hist, s_ema, best = 0, [], None, None
     st = resume_checkpoint(out_dir, fp, carrier, d_opt, names, what='LCDD run')
     if st is not None:
@@ -282,16 +293,16 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
                 loss = _response_kl(p_logits, q_logits, batch['labels'])
             else: loss = carrier(**batch).loss.float()
         if world > 1: loss = loss*_token_share(batch['labels'], world)   # the global token mean, once gradients are averaged
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"LCDD task loss is {loss.item()} at step {step + 1}; stopped. The last good checkpoint is "
-                                     f"{latest_checkpoint(out_dir)}. Lower delta_lr (now {delta_lr}) or check the data.")
         g_opt.zero_grad(set_to_none=True); d_opt.zero_grad(set_to_none=True)
         acc.backward(scaler.scale(loss))
-        if world > 1: _average_grads([g.logits for g in gates] if sharded else trainable, world)   # FSDP averages ΔW's itself
+        loss_v = _global_mean(loss.detach(), world) if world > 1 else loss.item()   # the step's one host sync; checked before the update
+        if not math.isfinite(loss_v):
+            raise FloatingPointError(f"LCDD task loss is {loss_v} at step {step + 1}; stopped. The last good checkpoint is "
+                                     f"{latest_checkpoint(out_dir)}. Lower delta_lr (now {delta_lr}) or check the data.")
+        if world > 1: _average_grads([] if sharded else trainable[len(gates):], world, gates)   # FSDP averages ΔW's itself
         s_ema = _lcdd_update(gates, trainable, g_opt, d_opt if names else None, scaler, lam, rho, penalty_norm, s_ema)
         check = (step + 1) % check_every == 0 or step + 1 == total
         if check: sp = carrier_sparsity(carrier)
-        loss_v = _global_mean(loss.detach(), world) if world > 1 else loss.item()
         rec = ctrl.update(loss_v, sparsity=sp['weight'] if check else None)
         rec.update(weight_sparsity=sp['weight'], gate_sparsity=sp['gate'])
         hist.append(rec)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PAPER_SFT', 'TINY_SFT', 'MIXED_PRECISION', 'lr_at', 'save_checkpoint', 'latest_checkpoint', 'resume_checkpoint',
-           'check_mixed_precision', 'autocast', 'grad_scaler', 'sft', 'whole', 'assign_whole', 'shard_model',
+           'check_mixed_precision', 'autocast', 'grad_scaler', 'adamw', 'sft', 'whole', 'assign_whole', 'shard_model',
            'shard_for_training', 'move_opt_state', 'plot_history']
 
 # %% ../nbs/05_sft.ipynb #2cc973f3
@@ -149,6 +149,12 @@ def grad_scaler(mixed_precision:str, device):
     "Loss scaling for fp16, so that small gradients do not flush to zero; a pass-through for 'no' and 'bf16'."
     return torch.amp.GradScaler(torch.device(device).type, enabled=mixed_precision == 'fp16')
 
+def adamw(params, lr:float, weight_decay:float=0.0, **kw):
+    "AdamW over `params`: fused (one kernel for every parameter) when they are all floating-point tensors on a CUDA device, else torch's default (foreach), so CPU runs are unchanged."
+    params = list(params)
+    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **(dict(fused=True) if fused else {}), **kw)
+
 def sft(model, # a causal LM (Hugging Face PreTrainedModel); trained in place
         tok, # its tokenizer (chat template, or the documented fallback)
         rows, # training rows with 'prompt' and 'response'
@@ -194,11 +200,11 @@ def _fit(model, tok, enc, named, names, settings, fp, pad_id, out_dir, keep, sav
     from accelerate import Accelerator
     lr, warmup, total, grad_accum, batch_size, seed = (settings[k] for k in ('lr', 'warmup', 'total', 'grad_accum', 'batch_size', 'seed'))
     micro_per_epoch = math.ceil(len(enc)/batch_size)
-    opt = torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=settings['weight_decay'])
     acc = Accelerator(cpu=not torch.cuda.is_available())
     sharded = shard and acc.num_processes > 1
-    if sharded: model.to(acc.device)
-    else: model, opt = acc.prepare(model, opt)
+    model.to(acc.device)   # before the optimizer, which is fused on a CUDA device
+    opt = adamw([p for _, p in named], lr=lr, weight_decay=settings['weight_decay'])
+    if not sharded: model, opt = acc.prepare(model, opt)
     scaler = grad_scaler(mixed_precision, acc.device)
     start, hist = 0, []
     st = resume_checkpoint(out_dir, fp, acc.unwrap_model(model), opt, names)
@@ -225,11 +231,12 @@ def _fit(model, tok, enc, named, names, settings, fp, pad_id, out_dir, keep, sav
             batch = {k2: v.to(acc.device) for k2, v in collate([enc[i] for i in idx], pad_id).items()}
             with autocast(mixed_precision, acc.device): loss = model(**batch).loss.float() / grad_accum
             if world > 1: loss = loss*_token_share(batch['labels'], world)   # DDP averages gradients: make that the global token mean
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"SFT loss is {loss.item()} at step {step}; nothing was saved for this step. "
-                                         f"The last good checkpoint is {latest_checkpoint(out_dir)}. Lower lr (now {lr}) or check the data.")
             acc.backward(scaler.scale(loss))
-            tot += _global_mean(loss.detach(), world) if world > 1 else loss.item()
+            v = _global_mean(loss.detach(), world) if world > 1 else loss.item()   # the micro-batch's one host sync; checked before any update
+            if not math.isfinite(v):
+                raise FloatingPointError(f"SFT loss is {v} at step {step}; nothing was saved for this step. "
+                                         f"The last good checkpoint is {latest_checkpoint(out_dir)}. Lower lr (now {lr}) or check the data.")
+            tot += v
         scaler.unscale_(opt)
         (torch.nn.utils.clip_grad_norm_ if sharded else acc.clip_grad_norm_)([p for _, p in named], 1.0)
         scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)   # with fp16, a step whose gradients overflowed is skipped

@@ -1,11 +1,13 @@
 """The weight-masking autograd function against plain autograd, on every device present (CPU here, CUDA in
 tools/gpu_check.sh): output and gΔW bit for bit, gate gradients within 1e-5 relative in float32, a float64 gradcheck,
 a frozen projection's cached masked weight giving the trainable path's output and input gradient bit for bit,
-and the theta store (the bf16 memory option) giving the ΔW store's output and gradients bit for bit."""
+the theta store (the bf16 memory option) giving the ΔW store's output and gradients bit for bit, the flat GateBank's
+gate gradients equal to the per-gate STE's, and `adamw` (fused on CUDA) taking torch's default AdamW steps."""
 import pytest, torch
 import torch.nn.functional as F
 from sft_reverse.delta import MaskedLinearFn, DeltaLinear, delta_for
-from sft_reverse.gates import Gate
+from sft_reverse.gates import Gate, GateBank
+from sft_reverse.sft import adamw
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
@@ -70,3 +72,40 @@ def test_theta_store_matches_delta_store(dev, dtype):
     (y0, gd, gr0, gc0, gb0), (y1, gt, gr1, gc1, gb1) = out['delta'], out['theta']
     assert torch.equal(y0, y1) and torch.equal(gr0, gr1) and torch.equal(gc0, gc1) and torch.equal(gb0, gb1)
     assert gt.dtype == dtype and torch.equal(gd.to(dtype), gt)
+
+
+@pytest.mark.parametrize('dev', DEVICES)
+def test_gate_bank_flat_gradients(dev):
+    gates = [Gate(n, seed=i).to(dev) for i, n in enumerate((5, 3, 7))]
+    with torch.no_grad(): gates[1].logits[0] = -0.5
+    w = [torch.randn(g.n, generator=torch.Generator().manual_seed(9 + i)).to(dev) for i, g in enumerate(gates)]
+    def grads(bank):
+        for g in gates: g.logits.grad = None
+        if bank is not None: bank.start()
+        loss = sum((g.mask()*wi).sum() + (g.mask()*wi.exp()).sum() for g, wi in zip(gates, w))   # each gate used twice
+        if bank is not None: bank.stop()
+        loss.backward()
+        return [g.logits.grad.clone() for g in gates]
+    ref = grads(None)
+    bank = GateBank(gates)
+    got = grads(bank)
+    for a, b in zip(got, ref): assert ((a - b).abs().max()/b.abs().max()).item() <= 1e-6   # summed before σ' rather than after
+    f, gr = bank.flat()
+    assert f.device.type == dev and gr is not None and all(g.logits.grad._base is gr for g in gates)
+
+@pytest.mark.parametrize('dev', DEVICES)
+def test_adamw_matches_default(dev):
+    g = torch.Generator().manual_seed(0)
+    init = [torch.randn(64, 32, generator=g).to(dev), torch.randn(32, generator=g).to(dev)]
+    grads = [[torch.randn(t.shape, generator=g).to(dev) for t in init] for _ in range(3)]
+    runs = []
+    for make in (lambda ps: adamw(ps, lr=1e-2, weight_decay=0.01), lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.01)):
+        ps = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = make(ps)
+        for gs in grads:
+            for p, gg in zip(ps, gs): p.grad = gg.clone()
+            opt.step()
+        runs.append((ps, bool(opt.defaults.get('fused'))))
+    (a, fused), (b, _) = runs
+    assert fused == (dev == 'cuda')
+    for x, y in zip(a, b): assert ((x - y).abs().max()/y.abs().max()).item() <= 1e-6
