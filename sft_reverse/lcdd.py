@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .carrier import (make_carrier, carrier_sparsity, merge_carrier, plot_open_channels, save_json, save_tensors,
                                  GROUPS, is_carrier)
 from .data import encode_chat, collate
+from .gates import flat_of
 from .sft import latest_checkpoint, _read_tensors, whole, assign_whole, shard_model, shard_for_training
 
 # %% ../nbs/06_lcdd.ipynb #f275e8b0
@@ -117,8 +118,7 @@ PENALTY_NORMS = ('sensitivity', 'sum', 'mean')
 @torch.no_grad()
 def _gate_grads(gates, lam, rho, norm, s_ema, beta=0.9):
     "Turn the task gradient on every gate logit into task + penalty gradient, in place; returns the sensitivity EMA (0-d float64 on the gates' device, 0 until set)."
-    bank = getattr(gates[0], 'bank', None) if gates else None
-    th, gt = bank.flat() if bank is not None and bank.gates == gates else (None, None)   # the bank's flat tensors: nothing to concatenate
+    th, gt = flat_of(gates)   # the bank's flat tensors: nothing to concatenate
     flat = gt is not None
     if not flat:
         th = torch.cat([g.logits for g in gates])
@@ -186,8 +186,7 @@ def _average_grads(params, world:int, gates=()):
     "Average the gradients of `params` and `gates` over the processes (the carrier is not wrapped in DDP: its gates need their own update)."
     import torch.distributed as dist
     gates = list(gates)
-    bank = getattr(gates[0], 'bank', None) if gates else None
-    flat = bank.flat()[1] if bank is not None and bank.gates == gates else None
+    flat = flat_of(gates)[1]
     if flat is not None: dist.all_reduce(flat); flat.div_(world)   # every gate's gradient in one collective
     else: params = [g.logits for g in gates] + list(params)
     for p in params:
