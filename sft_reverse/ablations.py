@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from .carrier import load_carrier, save_json
+from .carrier import load_carrier
+from .store import save_json, stage_done, mark_done, fingerprint
 from .data import load_task
 from .eraser import train_trigger, save_trigger, load_trigger
 from .evals import generate, kl_metrics
-from .experiment import (RunConfig, run, resolve, load_model, condition_metrics, utility_metrics, stage_done, _mark_done,
-                                    _fingerprint, _load_sft_dir, _device, _log, _pct, _HEADLINE, CONDITIONS)
+from .experiment import (RunConfig, run, resolve, load_model, condition_metrics, utility_metrics,
+                                    load_sft_dir, resolve_device, log_stage, fmt_pct, HEADLINE, CONDITIONS)
 
 # %% ../nbs/10_ablations.ipynb #87953523
 _UTIL_KEYS = ('facts', 'mmlu', 'hellaswag')
@@ -26,7 +27,7 @@ def _context(cfg, progress):
     main = run(cfg, progress=progress)
     res = main['config']; out = Path(res['out_dir'])
     base, tok = load_model(res['base'], res['dtype'], res['device'], res['trust_remote_code'], progress)
-    ft = _load_sft_dir(out/'sft'/'model', res['dtype'], res['device'])
+    ft = load_sft_dir(out/'sft'/'model', res['dtype'], res['device'])
     carrier = load_carrier(base, out/'lcdd'/'carrier')
     task = load_task(out/'data'/'task.json')
     ev = json.loads((out/'eval'/'eval.json').read_text())
@@ -51,21 +52,21 @@ def structural_ablation(cfg:RunConfig|dict|str|None=None, progress:bool=True) ->
     rows = {}
     for model_name, mode in STRUCTURAL:
         d = out/'ablations'/'structural'/f"{model_name}-{mode}"
-        key = _fingerprint(dict(main=main['stage_keys']['trigger'], model=model_name, mode=mode, eval=main['stage_keys']['eval']))
+        key = fingerprint(dict(main=main['stage_keys']['trigger'], model=model_name, mode=mode, eval=main['stage_keys']['eval']))
         if not stage_done(d.parent, d.name, key):
             model = ctx['carrier'] if model_name == 'lcdd' else ctx['ft']
             if (model_name, mode) == ('lcdd', res['trigger']['mode']): trig = load_trigger(out/'trigger', model)
             else:
-                _log(f"ablation: training the {mode} trigger on the {model_name.upper()} model", progress)
+                log_stage(f"ablation: training the {mode} trigger on the {model_name.upper()} model", progress)
                 t0 = time.time()
                 kw = dict(res['trigger'], mode=mode)
                 tr = train_trigger(model, ctx['base'], ctx['tok'], ctx['task'].prompts('train'), seed=res['seed'], progress=progress, **kw)
                 save_trigger(tr['trigger'], d/'trigger', model, channels=tr['channels'], settings=tr['settings'])
                 trig = load_trigger(d/'trigger', model)
-            r = _triggered(ctx, model, trig.emb.detach().to(_device(res['device'])))
-            save_json(r, d/'result.json'); _mark_done(d.parent, d.name, key)
+            r = _triggered(ctx, model, trig.emb.detach().to(resolve_device(res['device'])))
+            save_json(r, d/'result.json'); mark_done(d.parent, d.name, key)
         rows[model_name, mode] = json.loads((d/'result.json').read_text())
-    table = dict(task=res['task'], name=res['name'], conditions=main['conditions'], metric=_HEADLINE[res['task']],
+    table = dict(task=res['task'], name=res['name'], conditions=main['conditions'], metric=HEADLINE[res['task']],
                  rows={f"{m}+{t}": dict(metrics=r['metrics'], kl=r['kl']) for (m, t), r in rows.items()})
     save_json(table, out/'ablations'/'structural.json')
     return table
@@ -78,14 +79,14 @@ def structural_table(t:dict) -> str:
     k, c = t['metric'], t['conditions']
     head = ['model', 'condition', f'{k} no trig', f'{k} +trig', 'Δ (pp)', 'KL SFT‖Trig', 'KL Base‖Trig', 'utility']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head),
-             f"| Base | (reference) | {_pct(c['base'][k])} | – | – | – | – | {_pct(_util(c['base']))} |"]
+             f"| Base | (reference) | {fmt_pct(c['base'][k])} | – | – | – | – | {fmt_pct(_util(c['base']))} |"]
     for model in ('lcdd', 'sft'):
         before = c[model][k]
-        lines.append(f"| {model.upper()} | no trigger | {_pct(before)} | – | – | – | – | {_pct(_util(c[model]))} |")
+        lines.append(f"| {model.upper()} | no trigger | {fmt_pct(before)} | – | – | – | – | {fmt_pct(_util(c[model]))} |")
         for mode in ('circuit', 'output'):
             r = t['rows'][f"{model}+{mode}"]; after = r['metrics'][k]
-            lines.append(f"| | + {'circuit' if mode == 'circuit' else 'output-only'} | {_pct(before)} | {_pct(after)} | {100*(after - before):+.1f} | "
-                         f"{r['kl']['sft_trig']:.3f} | {r['kl']['base_trig']:.3f} | {_pct(_util(r['metrics']))} |")
+            lines.append(f"| | + {'circuit' if mode == 'circuit' else 'output-only'} | {fmt_pct(before)} | {fmt_pct(after)} | {100*(after - before):+.1f} | "
+                         f"{r['kl']['sft_trig']:.3f} | {r['kl']['base_trig']:.3f} | {fmt_pct(_util(r['metrics']))} |")
     return '\n'.join(lines)
 
 # %% ../nbs/10_ablations.ipynb #7c3805a3
@@ -99,11 +100,11 @@ def mask_ablation(cfg:RunConfig|dict|str|None=None, progress:bool=True) -> dict:
     out = Path(main['config']['out_dir'])
     runs = {'joint': main}
     for mode in MASK_MODES[1:]:
-        _log(f"ablation: LCDD {mode}", progress)
+        log_stage(f"ablation: LCDD {mode}", progress)
         v = dataclasses.replace(cfg, sft_model=str((out/'sft'/'model').resolve()), lcdd={**cfg.lcdd, 'mode': mode},
                                 out_dir=str(out/'ablations'/mode), name=f"{main['name']}-{mode}")
         runs[mode] = run(v, progress=progress)
-    t = dict(task=main['task'], name=main['name'], metric=_HEADLINE[main['task']], base=main['conditions']['base'],
+    t = dict(task=main['task'], name=main['name'], metric=HEADLINE[main['task']], base=main['conditions']['base'],
              sft=main['conditions']['sft'],
              rows={m: dict(sparsity=r['sparsity'], lcdd=r['lcdd'], conditions={k: r['conditions'][k] for k in ('lcdd', 'trig')}, kl=r['kl'])
                    for m, r in runs.items()})
@@ -116,11 +117,11 @@ def mask_table(t:dict) -> str:
     "Table 6 (markdown) from `mask_ablation`'s result."
     k = t['metric']
     head = ['method', 'stop epoch', 'stopped by', 'weight sparsity', f'{k} LCDD', f'{k} +Trig', 'KL SFT‖LCDD', 'KL SFT‖Trig', 'KL Base‖Trig']
-    lines = [f"Base {k}: {_pct(t['base'][k])}%; SFT {k}: {_pct(t['sft'][k])}%.", '',
+    lines = [f"Base {k}: {fmt_pct(t['base'][k])}%; SFT {k}: {fmt_pct(t['sft'][k])}%.", '',
              '| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)]
     for m in MASK_MODES:
         r = t['rows'][m]
-        lines.append(f"| {_MODE_NAMES[m]} | {r['lcdd']['epochs']:.2f} | {r['lcdd']['stopped']} | {_pct(r['sparsity']['weight'])}% | "
-                     f"{_pct(r['conditions']['lcdd'][k])} | {_pct(r['conditions']['trig'][k])} | {r['kl']['sft_lcdd']:.3f} | "
+        lines.append(f"| {_MODE_NAMES[m]} | {r['lcdd']['epochs']:.2f} | {r['lcdd']['stopped']} | {fmt_pct(r['sparsity']['weight'])}% | "
+                     f"{fmt_pct(r['conditions']['lcdd'][k])} | {fmt_pct(r['conditions']['trig'][k])} | {r['kl']['sft_lcdd']:.3f} | "
                      f"{r['kl']['sft_trig']:.3f} | {r['kl']['base_trig']:.3f} |")
     return '\n'.join(lines)

@@ -14,12 +14,13 @@ import torch
 import transformers
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .carrier import make_carrier, perturbed, write_channels, FAMILIES, _gated_names, layout_of, save_json
-from .lcdd import _lcdd_update, _lcdd_params
+from .carrier import make_carrier, perturbed, write_channels, FAMILIES, gated_names, layout_of
+from .store import save_json
+from .lcdd import lcdd_update, lcdd_params
 from .eraser import SoftTrigger, capture_writes, targets_from_ids, TriggerFit
-from .evals import _generate_ids
+from .evals import generate_ids
 from .tiny import tiny_lab, set_threads
-from .sft import autocast, grad_scaler, check_mixed_precision, adamw
+from .learner import autocast, grad_scaler, check_mixed_precision, adamw
 
 # %% ../nbs/11_bench.ipynb #48175493
 SHAPES = {
@@ -67,7 +68,7 @@ def _sync(dev):
 def lcdd_stepper(carrier, batch, delta_lr:float=2e-5, gate_lr:float=0.1, mixed_precision:str='no'):
     "A function that runs one LCDD training step (joint mode) of `carrier` on `batch`."
     dev = carrier.get_input_embeddings().weight.device
-    gates, deltas = _lcdd_params(carrier, 'joint')
+    gates, deltas = lcdd_params(carrier, 'joint')
     g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0, foreach=True)
     d_opt = adamw([p for _, p in deltas if p.requires_grad], lr=delta_lr)
     trainable = [g.logits for g in gates] + [p for _, p in deltas if p.requires_grad]
@@ -78,13 +79,13 @@ def lcdd_stepper(carrier, batch, delta_lr:float=2e-5, gate_lr:float=0.1, mixed_p
         with autocast(mixed_precision, dev): loss = carrier(**batch).loss.float()
         g_opt.zero_grad(set_to_none=True); d_opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        state['s_ema'] = _lcdd_update(gates, trainable, g_opt, d_opt, scaler, 1.0, 1.0, 'sensitivity', state['s_ema'])
+        state['s_ema'] = lcdd_update(gates, trainable, g_opt, d_opt, scaler, 1.0, 1.0, 'sensitivity', state['s_ema'])
         return loss.item()
     return step
 
 def sft_stepper(model, batch, lr:float=2e-5, mixed_precision:str='no'):
     "A function that runs one full-SFT step (AdamW on every gated matrix's weight) of `model` on `batch`."
-    names = _gated_names(model, layout_of(model))
+    names = gated_names(model, layout_of(model))
     params = [p for n, p in model.named_parameters() if n in names]
     for p in model.parameters(): p.requires_grad_(False)
     for p in params: p.requires_grad_(True)
@@ -143,7 +144,7 @@ def gen_stepper(model, batch:int, prompt_len:int=32, new_tokens:int=32, seed:int
     g = torch.Generator().manual_seed(seed + 2)
     enc = torch.randint(3, V, (batch, prompt_len), generator=g).tolist()
     tok = _IdTok(0, V - 1)
-    def step(): return sum(len(a.split()) for a in _generate_ids(model, tok, enc, max_new_tokens=new_tokens, batch_size=batch, progress=False))
+    def step(): return sum(len(a.split()) for a in generate_ids(model, tok, enc, max_new_tokens=new_tokens, batch_size=batch, progress=False))
     return step
 
 # %% ../nbs/11_bench.ipynb #39712043

@@ -4,23 +4,24 @@
 
 # %% auto #0
 __all__ = ['GROUPS', 'MATRICES', 'LAYOUTS', 'FAMILIES', 'CARRIER_FORMAT', 'CARRIER_VERSION', 'Layout', 'register_layout',
-           'layout_of', 'is_carrier', 'check_pair', 'make_carrier', 'random_model', 'perturbed', 'set_gates',
-           'random_gates', 'carrier_sparsity', 'merge_carrier', 'atomic_path', 'atomic_dir', 'save_json',
-           'save_tensors', 'sha256_file', 'save_carrier', 'load_carrier', 'write_channels', 'plot_open_channels']
+           'layout_of', 'is_carrier', 'gated_names', 'check_pair', 'make_carrier', 'random_model', 'perturbed',
+           'set_gates', 'random_gates', 'carrier_sparsity', 'merge_carrier', 'save_carrier', 'load_carrier',
+           'write_channels', 'plot_open_channels', 'atomic_path', 'atomic_dir', 'save_json', 'save_tensors',
+           'sha256_file']
 
 # %% ../nbs/02_carrier.ipynb #c2937950
-import copy, hashlib, json, os, shutil, tempfile, warnings
-from contextlib import contextmanager
+import copy, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import torch, transformers
 from torch import nn
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .gates import Gate, GateBank
 from .delta import DeltaLinear, HeadRepeat, delta_for, delta_dtype, FORMS, STORES
+from .store import atomic_path, atomic_dir, save_json, save_tensors, sha256_file, write_artifact, read_artifact
+_all_ = ['atomic_path', 'atomic_dir', 'save_json', 'save_tensors', 'sha256_file']   # moved to store; importable from here for one release
 
 # %% ../nbs/02_carrier.ipynb #e08ca64e
 GROUPS = ('attn_read', 'attn_q', 'attn_k', 'attn_v', 'attn_write', 'ffn_read', 'ffn_hidden', 'ffn_write')
@@ -90,8 +91,9 @@ def is_carrier(model) -> bool:
     "Whether `model` already has gated deltas."
     return hasattr(model, 'carrier_gates') or any(isinstance(m, DeltaLinear) for m in model.modules())
 
-def _gated_names(model, lay):
-    "Parameter names of the gated projections (weights and biases)."
+def gated_names(model, lay:Layout|None=None) -> set:
+    "Parameter names of the gated projections (weights and biases) of `model` (its layout `lay` when it is known)."
+    lay = lay or layout_of(model)
     n = len(model.get_submodule(lay.layers))
     return {f"{lay.layers}.{i}.{getattr(lay, m)}.{p}" for i in range(n) for m in MATRICES for p in ('weight', 'bias')}
 
@@ -112,11 +114,11 @@ def check_pair(base, ft) -> Layout:
             raise ValueError(f"First mismatching tensor: {name!r} is {tuple(a.shape)} in base but {tuple(b.shape)} in SFT; these are different model sizes. Load the SFT checkpoint fine-tuned from this base.")
         if a.dtype != b.dtype:
             raise ValueError(f"Tensor {name!r} is {a.dtype} in base but {b.dtype} in SFT; load both with the same torch_dtype.")
-    gated = _gated_names(base, lay)
+    gated = gated_names(base, lay)
     changed = [n for n in pb if n not in gated and not torch.equal(pb[n].detach(), pf[n].detach().to(pb[n].device))]
     if changed:
         warnings.warn(f"{len(changed)} ungated tensor(s) differ between base and SFT (first: {changed[0]!r}); "
-                      "the carrier keeps their base values (DESIGN §3.2), so that part of the fine-tune is dropped.")
+                      "the carrier keeps their base values (only the attention and MLP projections are gated), so that part of the fine-tune is dropped.")
     return lay
 
 # %% ../nbs/02_carrier.ipynb #c627f3bf
@@ -186,7 +188,7 @@ def _gate_model(model, lay, delta_fn, form='weight', init=1.0, jitter=0.25, seed
 def make_carrier(base, # the base model (W_base); its tensors are shared, not copied
                  ft, # the fine-tuned model (W_ft), same architecture and dtype
                  form:str='weight', # 'weight' (one matmul per projection) or 'activation'
-                 init:float=1.0, # mean initial gate logit (> 0: gates start open, DESIGN §3.1)
+                 init:float=1.0, # mean initial gate logit (> 0: gates start open, so the carrier starts as the SFT model)
                  jitter:float=0.25, # initial logits uniform in [init-jitter, init+jitter]
                  seed:int=0, # seed of the gate jitter
                  store:str='delta'): # 'delta' (ΔW trains, float32 for 16-bit bases) or 'theta' (θ = W_ft trains in the base dtype: the memory option)
@@ -222,7 +224,7 @@ def random_model(family:str='qwen3', # one of FAMILIES
 def perturbed(model, scale:float=0.5, seed:int=1):
     "A copy of `model` with every gated projection weight and bias moved by `scale` × its std × N(0, 1)."
     ft = copy.deepcopy(model)
-    gated = _gated_names(ft, layout_of(ft))
+    gated = gated_names(ft, layout_of(ft))
     g = torch.Generator().manual_seed(seed)
     for name, p in ft.named_parameters():
         if name in gated:
@@ -290,72 +292,6 @@ def merge_carrier(model):
     for k in ('gates', 'deltas', 'carrier_info', 'gate_bank'): merged.__dict__.pop(k, None)
     return merged
 
-# %% ../nbs/02_carrier.ipynb #2f108b9f
-def _fsync_dir(d):
-    try:
-        fd = os.open(d, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-    except OSError: pass  # some filesystems do not support directory fsync
-
-def _umask():
-    m = os.umask(0o022); os.umask(m)
-    return m
-
-@contextmanager
-def atomic_path(path):
-    "Yield a temporary path beside `path`; on success fsync it and rename it to `path`, on failure remove it."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-@contextmanager
-def atomic_dir(path):
-    "Yield a temporary folder beside `path`; on success it replaces `path`, on failure it is removed."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        for f in tmp.rglob('*'):
-            if f.is_file():
-                with open(f, 'rb') as fh: os.fsync(fh.fileno())
-        old = path.with_name(f".{path.name}.old")
-        if path.exists(): os.replace(path, old)
-        os.replace(tmp, path)
-        if old.exists(): shutil.rmtree(old)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp)
-
-def save_json(obj, path):
-    "Write `obj` as JSON to `path`, atomically."
-    with atomic_path(path) as tmp: tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-
-def save_tensors(tensors:dict, path, metadata:dict|None=None):
-    "Write tensors as safetensors to `path`, atomically."
-    with atomic_path(path) as tmp:
-        save_file({k: _own(v.detach().contiguous().cpu()) for k, v in tensors.items()}, str(tmp), metadata=metadata)
-
-def _own(t):
-    "`t`, or a copy of it where it is a view into a larger tensor (gate logits are views of their bank's flat tensor): safetensors refuses shared storage."
-    return t if t.untyped_storage().nbytes() == t.numel()*t.element_size() else t.clone()
-
-def sha256_file(path, chunk=1<<20) -> str:
-    "Hex SHA-256 of a file's bytes."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while b := f.read(chunk): h.update(b)
-    return h.hexdigest()
-
 # %% ../nbs/02_carrier.ipynb #3dd6ad5e
 CARRIER_FORMAT = 'sft_reverse.carrier'
 CARRIER_VERSION = 1
@@ -385,31 +321,16 @@ def save_carrier(model, path) -> Path:
         tensors[f"layers.{i}.{m}.delta"] = dl.delta_block(oc, orow)
         if dl.delta_bias is not None: tensors[f"layers.{i}.{m}.delta_bias"] = dl.delta_bias[oc]
     first = next(iter(model.deltas.values()))
-    tfile = path/'carrier.safetensors'
-    save_tensors(tensors, tfile, metadata={'format': CARRIER_FORMAT})
     sp = carrier_sparsity(model)
-    meta = dict(format=CARRIER_FORMAT, version=CARRIER_VERSION, model_type=info['model_type'], base=info['base'],
-                dims=_dims(model, lay), layout=info['layout'], init=info['init'], form=info['form'],
-                base_dtype=str(first.weight.dtype).removeprefix('torch.'),
-                delta_dtype=str(first.delta_dtype).removeprefix('torch.'),
-                sparsity=dict(weight=sp['weight'], gate=sp['gate']), tensors_sha256=sha256_file(tfile))
-    save_json(meta, path/'carrier.json')
-    return path
+    return write_artifact(path, 'carrier', CARRIER_FORMAT, CARRIER_VERSION, tensors, model_type=info['model_type'], base=info['base'],
+                          dims=_dims(model, lay), layout=info['layout'], init=info['init'], form=info['form'],
+                          base_dtype=str(first.weight.dtype).removeprefix('torch.'),
+                          delta_dtype=str(first.delta_dtype).removeprefix('torch.'),
+                          sparsity=dict(weight=sp['weight'], gate=sp['gate']))
 
 # %% ../nbs/02_carrier.ipynb #34efedde
 def _read_carrier_meta(path):
-    path = Path(path)
-    jf, tf = path/'carrier.json', path/'carrier.safetensors'
-    if not jf.exists():
-        raise FileNotFoundError(f"No carrier at {str(path)!r}: {jf.name} is missing (an incomplete save leaves no JSON). Save one with save_carrier(model, path).")
-    try: meta = json.loads(jf.read_text())
-    except json.JSONDecodeError as e: raise ValueError(f"{jf} is not valid JSON ({e}); the artifact is corrupted, save it again.") from None
-    if meta.get('format') != CARRIER_FORMAT or meta.get('version') != CARRIER_VERSION:
-        raise ValueError(f"{jf} is not a {CARRIER_FORMAT} v{CARRIER_VERSION} artifact (format={meta.get('format')!r}, version={meta.get('version')!r}).")
-    if not tf.exists(): raise FileNotFoundError(f"{tf} is missing; the artifact is incomplete, save it again.")
-    if sha256_file(tf) != meta['tensors_sha256']:
-        raise ValueError(f"{tf} does not match the hash in {jf.name}: the tensor file is corrupted or from another save. Save the carrier again.")
-    return meta, tf
+    return read_artifact(path, 'carrier', CARRIER_FORMAT, CARRIER_VERSION, fix='save it again with save_carrier(model, path).')
 
 @torch.no_grad()
 def load_carrier(base, path, form:str|None=None, store:str='delta'):

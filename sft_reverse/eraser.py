@@ -15,11 +15,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from safetensors import safe_open
 
-from .carrier import write_channels, is_carrier, layout_of, save_json, save_tensors, sha256_file
-from .data import encode_chat, collate
-from .evals import _eos_ids
+from .carrier import write_channels, is_carrier, layout_of
+from .store import write_artifact, read_artifact, load_tensors, fingerprint
+from .learner import check_mixed_precision, autocast, grad_scaler, save_checkpoint, resume_checkpoint, latest_checkpoint
+from .chat import encode_chat, collate, pad_id
+from .evals import eos_ids
 
 # %% ../nbs/07_eraser.ipynb #3cd1f6c3
 class SoftTrigger(nn.Module):
@@ -65,29 +66,20 @@ def model_identity(model) -> dict:
 
 def save_trigger(trigger:SoftTrigger, path, model, channels:dict|None=None, settings:dict|None=None) -> Path:
     "Save `trigger` to folder `path` (safetensors + JSON sidecar), atomically."
-    path = Path(path)
-    save_tensors({'trigger': trigger.emb.detach().float()}, path/'trigger.safetensors', metadata={'format': TRIGGER_FORMAT})
     ch = None if channels is None else {str(i): {k: [int(x) for x in v] for k, v in c.items()} for i, c in channels.items()}
-    save_json(dict(format=TRIGGER_FORMAT, version=1, model=model_identity(model), L=trigger.L, d=trigger.d, R=trigger.R,
-                   channels=ch, settings=settings or {}, tensors_sha256=sha256_file(path/'trigger.safetensors')), path/'trigger.json')
-    return path
+    return write_artifact(path, 'trigger', TRIGGER_FORMAT, 1, {'trigger': trigger.emb.detach().float()}, model=model_identity(model),
+                          L=trigger.L, d=trigger.d, R=trigger.R, channels=ch, settings=settings or {})
 
 def load_trigger(path, model=None) -> SoftTrigger:
     "Load a trigger saved by `save_trigger`; with `model`, check it was trained for that model."
-    path = Path(path)
-    jf, tf = path/'trigger.json', path/'trigger.safetensors'
-    if not jf.exists(): raise FileNotFoundError(f"No trigger at {str(path)!r}: trigger.json is missing (an incomplete save leaves none). Save one with save_trigger.")
-    meta = json.loads(jf.read_text())
-    if meta.get('format') != TRIGGER_FORMAT: raise ValueError(f"{jf} is not a {TRIGGER_FORMAT} sidecar.")
-    if not tf.exists() or sha256_file(tf) != meta['tensors_sha256']:
-        raise ValueError(f"{tf} is missing or does not match the hash in trigger.json: the trigger is corrupted; train or save it again.")
+    meta, tf = read_artifact(path, 'trigger', TRIGGER_FORMAT, 1, fix='train or save it again (save_trigger).')
     if model is not None:
         have, want = model_identity(model), meta['model']
         for k in ('model_type', 'hidden_size', 'vocab_size', 'n_layers'):
             if have[k] != want[k]:
                 raise ValueError(f"This trigger was trained for a model with {k}={want[k]!r} ({want['name'] or 'unnamed'}), "
                                  f"but this model has {k}={have[k]!r}; use the trigger with the model it was trained for.")
-    with safe_open(str(tf), framework='pt') as f: emb = f.get_tensor('trigger')
+    emb = load_tensors(tf)['trigger']
     t = SoftTrigger(meta['d'], L=meta['L'], R=meta['R'])
     with torch.no_grad(): t.emb.copy_(emb)
     t.meta = meta
@@ -136,8 +128,8 @@ class capture_writes:
 @torch.no_grad()
 def _greedy_tails(model, tok, prompt_ids, k, batch_size=32):
     "The first k token ids of `model`'s greedy response to each encoded prompt (up to and including eos)."
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos = set(_eos_ids(model, tok))
+    pad = pad_id(tok)
+    eos = set(eos_ids(model, tok))
     dev, out = model.get_input_embeddings().weight.device, []
     for s in range(0, len(prompt_ids), batch_size):
         b = collate([dict(input_ids=p) for p in prompt_ids[s:s+batch_size]], pad, side='left')
@@ -154,7 +146,7 @@ def base_targets(base, tok, prompts, channels, k:int=8, system=None, batch_size:
     p_ids = [encode_chat(tok, p, system=system)['input_ids'] for p in prompts]
     tails = _greedy_tails(base, tok, p_ids, k)
     seqs = [p + t for p, t in zip(p_ids, tails)]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     return targets_from_ids(base, seqs, [len(p) for p in p_ids], channels, pad, batch_size, progress)
 
 @torch.no_grad()
@@ -221,7 +213,6 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
     d = carrier.get_input_embeddings().weight.shape[1]
     if base.get_input_embeddings().weight.shape != carrier.get_input_embeddings().weight.shape:
         raise ValueError("The base model and the carrier have different embedding shapes; pass the base the carrier was made from.")
-    from sft_reverse.sft import check_mixed_precision
     check_mixed_precision(mixed_precision, carrier.get_input_embeddings().weight.device)
     if not R > 0: raise ValueError(f"The ℓ2 radius R must be > 0, got {R}.")
     m = embedding_scale(base) if units == 'embedding' else 1.0
@@ -252,11 +243,8 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
 # %% ../nbs/07_eraser.ipynb #fb0bb6cf
 def _targets_fingerprint(settings, tg, channels) -> str:
     "What a trigger checkpoint must agree with: the settings, the cached sequences and the channel set."
-    import hashlib
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    h.update(json.dumps(tg['seqs']).encode()); h.update(json.dumps(tg['prompt_lens']).encode())
-    h.update(json.dumps({str(i): {k: [int(x) for x in v] for k, v in c.items()} for i, c in channels.items()}, sort_keys=True).encode())
-    return h.hexdigest()[:16]
+    ch = {str(i): {k: [int(x) for x in v] for k, v in c.items()} for i, c in channels.items()}
+    return fingerprint(settings, json.dumps(tg['seqs']), json.dumps(tg['prompt_lens']), json.dumps(ch, sort_keys=True))
 
 def pack_targets(tg, # `base_targets`' output
                  keep:list, # per-sequence position masks (`mse_weights`)
@@ -306,7 +294,6 @@ class TriggerFit:
                  out_dir=None, # checkpoint folder; the newest checkpoint that fits is resumed
                  mixed_precision:str='no',
                  release_targets:bool=False): # drop `tg`'s per-sequence activations and log-probs once packed (when nothing else needs them)
-        from sft_reverse.sft import resume_checkpoint, autocast, grad_scaler
         settings = settings or {}
         self.carrier, self.trig, self.cap, self.mode, self.batch_size, self.alpha, self.beta = carrier, trig, cap, mode, batch_size, alpha, beta
         self.out_dir, self.lr, self.mixed_precision, self.autocast = out_dir, lr, mixed_precision, autocast
@@ -315,7 +302,7 @@ class TriggerFit:
         self.opt = torch.optim.Adam([trig.emb], lr=lr)
         self.scaler = grad_scaler(mixed_precision, dev)
         self.keep, self.scale = mse_weights(tg['acts'], settings.get('sink_ratio'), settings.get('mse_norm', 'none'))
-        self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.pad = pad_id(tok)
         self.packed = pack_targets(tg, self.keep, self.pad, dev)   # batches are gathered from it on the device
         self.decoder, self.head, self.emb = getattr(carrier, carrier.base_model_prefix), carrier.get_output_embeddings(), carrier.get_input_embeddings()
         self.g = torch.Generator().manual_seed(seed)
@@ -330,13 +317,11 @@ class TriggerFit:
 
     def save(self):
         "Checkpoint the trigger, Adam, the batch order, the generator and the history after `n_steps` steps."
-        from sft_reverse.sft import save_checkpoint
         save_checkpoint(self.out_dir, self.n_steps, {'emb': self.trig.emb.detach()}, self.opt, ['emb'],
                         dict(fingerprint=self.fp, order=self.order, generator=self.g.get_state().tolist(), history=self.history))
 
     def step(self) -> dict:
         "One Adam step and one projection on the next batch; returns the step's record (also appended to `history`)."
-        from sft_reverse.sft import latest_checkpoint
         P, trig, dev, L = self.packed, self.trig, self.dev, self.trig.L
         if len(self.order) < self.batch_size: self.order += torch.randperm(len(P['lens']), generator=self.g).tolist()
         idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]

@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['FIXED_KEYWORDS', 'PUBLIC_REFUSAL_MARKERS', 'REFUSAL_PATTERNS', 'ARCHAIC_LEXICON', 'WILDGUARD_FORMAT',
-           'HARMBENCH_PROMPT', 'STYLE_RUBRIC', 'LETTERS', 'generate', 'is_fixed_response', 'fixed_response_rate',
-           'is_refusal', 'refusal_rate', 'refusal_labels', 'refusal_scores', 'words', 'archaic_counts', 'awr',
-           'awr_per_text', 'load_lexicon', 'sft_references', 'response_token_logprobs', 'kl_metrics',
-           'behaviour_metrics', 'KeywordRefusalJudge', 'FixedResponseJudge', 'AWRJudge', 'offline_judges',
-           'wildguard_input', 'parse_wildguard', 'WildGuardJudge', 'parse_harmbench', 'clip_tokens', 'HarmBenchJudge',
-           'style_input', 'parse_style', 'StyleJudge', 'judge_all', 'judge_condition', 'mc_items', 'mcq_prompt',
-           'TriggeredLM', 'mcq_accuracy', 'load_mmlu', 'load_hellaswag', 'reference_rows', 'answer_loglik', 'utility']
+           'HARMBENCH_PROMPT', 'STYLE_RUBRIC', 'LETTERS', 'eos_ids', 'eval_mode', 'generate', 'generate_ids',
+           'is_fixed_response', 'fixed_response_rate', 'is_refusal', 'refusal_rate', 'refusal_labels', 'refusal_scores',
+           'words', 'archaic_counts', 'awr', 'awr_per_text', 'load_lexicon', 'sft_references',
+           'response_token_logprobs', 'kl_metrics', 'behaviour_metrics', 'KeywordRefusalJudge', 'FixedResponseJudge',
+           'AWRJudge', 'offline_judges', 'wildguard_input', 'parse_wildguard', 'WildGuardJudge', 'parse_harmbench',
+           'clip_tokens', 'HarmBenchJudge', 'style_input', 'parse_style', 'StyleJudge', 'judge_all', 'judge_condition',
+           'mc_items', 'mcq_prompt', 'TriggeredLM', 'mcq_accuracy', 'load_mmlu', 'load_hellaswag', 'reference_rows',
+           'answer_loglik', 'utility']
 
 # %% ../nbs/08_eval.ipynb #25ce5250
 import csv, inspect, json, os, re, time
@@ -19,9 +20,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data import (encode_chat, collate, has_chat_template, load_rows, shared_data_dir, PLAIN_TEMPLATE,
-                              prompt_column, row_prompt, row_response,
-                              _hub_offline, _hub_reachable, _looks_like_path)
+from .chat import encode_chat, collate, pad_id, has_chat_template, PLAIN_TEMPLATE
+from .data import load_rows, shared_data_dir, prompt_column, row_prompt, row_response, hub_offline, hub_reachable, looks_like_path
 
 # %% ../nbs/08_eval.ipynb #62dc72ec
 def _check_trigger(model, trigger):
@@ -47,7 +47,7 @@ def _with_trigger(model, ids, att, trigger=None):
     return out, mask
 
 # %% ../nbs/08_eval.ipynb #2bffc318
-def _eos_ids(model, tok) -> list:
+def eos_ids(model, tok) -> list:
     "Every end-of-sequence id of the model's generation config and the tokenizer."
     e = getattr(getattr(model, 'generation_config', None), 'eos_token_id', None)
     ids = {e} if isinstance(e, int) else set(e or [])
@@ -56,17 +56,12 @@ def _eos_ids(model, tok) -> list:
                                  "cannot stop; set tok.eos_token or model.generation_config.eos_token_id.")
     return sorted(ids)
 
-def _pad_id(tok) -> int:
-    pid = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    if pid is None: raise ValueError("The tokenizer has neither a pad nor an eos token; set tok.pad_token.")
-    return pid
-
 @torch.no_grad()
 def _greedy(model, tok, ids, att, trigger=None, max_new_tokens=128) -> list:
     "Greedy answers (strings) for a left-padded batch of prompt ids."
-    eos = _eos_ids(model, tok)
+    eos = eos_ids(model, tok)
     kw = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-              temperature=None, top_p=None, top_k=None, pad_token_id=_pad_id(tok), eos_token_id=eos)
+              temperature=None, top_p=None, top_k=None, pad_token_id=pad_id(tok), eos_token_id=eos)
     if trigger is None: new = model.generate(input_ids=ids, attention_mask=att, **kw)[:, ids.shape[1]:]
     else:
         emb, mask = _with_trigger(model, ids, att, trigger)
@@ -86,7 +81,7 @@ def _as_texts(xs, what='prompts') -> list:
         raise TypeError(f"{what} must be a list of strings (got {kind}); wrap a single one as [text].")
     return xs
 
-class _eval_mode:
+class eval_mode:
     "Put a model in eval mode for a block, then restore its training flag."
     def __init__(self, model): self.model = model
     def __enter__(self): self.was = self.model.training; self.model.eval()
@@ -104,15 +99,15 @@ def generate(model, # a causal LM (Hugging Face, or a carrier)
     "Greedy answers to `prompts`, in order: chat-formatted, batched, left-padded, cut at eos."
     prompts = _as_texts(prompts)
     enc = [encode_chat(tok, p, system=system)['input_ids'] for p in prompts]
-    return _generate_ids(model, tok, enc, trigger, max_new_tokens, batch_size, progress)
+    return generate_ids(model, tok, enc, trigger, max_new_tokens, batch_size, progress)
 
-def _generate_ids(model, tok, enc:list, trigger=None, max_new_tokens:int=128, batch_size:int=32, progress:bool=True,
+def generate_ids(model, tok, enc:list, trigger=None, max_new_tokens:int=128, batch_size:int=32, progress:bool=True,
                   desc:str='generate') -> list:
     "Greedy answers to prompts given as token-id lists: longest first, batched, left-padded; returned in order."
     if trigger is not None: trigger = _check_trigger(model, trigger)
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
-    dev, pad, out = model.get_input_embeddings().weight.device, _pad_id(tok), [None]*len(enc)
-    with _eval_mode(model):
+    dev, pad, out = model.get_input_embeddings().weight.device, pad_id(tok), [None]*len(enc)
+    with eval_mode(model):
         for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
             idx = order[s:s+batch_size]
             b = collate([dict(input_ids=enc[i]) for i in idx], pad, side='left')
@@ -266,9 +261,9 @@ def refusal_labels(path=None, # a JSONL file of labelled responses; default: dat
                    split:str|None=None # 'tune', 'test' or None for both
                   ) -> list:
     "The labelled refusal set: rows with id, split, refusal (bool), kind, prompt and response."
-    from sft_reverse.tiny import _repo_root
+    from sft_reverse.store import repo_root
     if path is None:
-        root = _repo_root()
+        root = repo_root()
         if root is None: raise FileNotFoundError("The labelled refusal set lives in data/refusal_labels.jsonl of a source checkout, "
                                                  "and this install has none; pass path=... to a copy.")
         path = root/'data'/'refusal_labels.jsonl'
@@ -366,7 +361,7 @@ def _accepts(model, name) -> bool:
 @torch.no_grad()
 def _response_logprobs(model, tok, encs, trigger=None) -> list:
     "Per encoding, the (n, V) float32 log-probabilities the model gives its n response tokens (teacher-forced)."
-    b = collate(encs, _pad_id(tok), side='left')
+    b = collate(encs, pad_id(tok), side='left')
     n = [int((torch.as_tensor(e['labels']) != -100).sum()) for e in encs]
     dev = model.get_input_embeddings().weight.device
     emb, att = _with_trigger(model, b['input_ids'].to(dev), b['attention_mask'].to(dev), trigger)
@@ -408,7 +403,7 @@ def kl_metrics(p_model, # P: the reference side of KL(P‖Q), e.g. the SFT model
     encs = [encode_chat(tok, p, r, system=system) for p, r in zip(prompts, references)]
     order = sorted(range(len(encs)), key=lambda i: -len(encs[i]['input_ids']))
     per, ntok = [None]*len(encs), 0
-    with _eval_mode(p_model), _eval_mode(q_model):
+    with eval_mode(p_model), eval_mode(q_model):
         for s in tqdm(range(0, len(order), batch_size), desc='kl', disable=not progress, leave=False):
             idx = order[s:s+batch_size]
             bs = [encs[i] for i in idx]
@@ -485,10 +480,10 @@ def _load_judge(judge:str, model, tok=None, device=None, dtype=None, trust_remot
         if not (p/'config.json').is_file():
             raise FileNotFoundError(f"{judge}: {s!r} has no config.json, so it is not a Hugging Face model folder. {alt}")
         local = True
-    elif _looks_like_path(s): raise FileNotFoundError(f"{judge}: no model at {s!r} (resolved to {p.resolve()}). {alt}")
+    elif looks_like_path(s): raise FileNotFoundError(f"{judge}: no model at {s!r} (resolved to {p.resolve()}). {alt}")
     else:
-        why = ('offline mode is on (HF_HUB_OFFLINE=1)' if _hub_offline() else
-               None if _hub_reachable() else 'the Hugging Face Hub is unreachable from this machine')
+        why = ('offline mode is on (HF_HUB_OFFLINE=1)' if hub_offline() else
+               None if hub_reachable() else 'the Hugging Face Hub is unreachable from this machine')
         local = why is not None
     device = device or _default_device()
     dtype = dtype or (torch.bfloat16 if str(device).startswith('cuda') else torch.float32)
@@ -509,7 +504,7 @@ def _complete(model, tok, texts:list, max_new_tokens:int, batch_size:int=16, add
               progress:bool=False, desc:str='judge') -> list:
     "Greedy continuations of raw `texts` (no chat template), batched and left-padded, in order."
     enc = [tok(t, add_special_tokens=add_special_tokens)['input_ids'] for t in _as_texts(texts, 'texts')]
-    return _generate_ids(model, tok, enc, None, max_new_tokens, batch_size, progress, desc)
+    return generate_ids(model, tok, enc, None, max_new_tokens, batch_size, progress, desc)
 
 # %% ../nbs/08_eval.ipynb #009b9e66
 WILDGUARD_FORMAT = ("<|user|>\n[INST] You are a classifier for analyzing interactions between humans and LLMs. Given a request "
@@ -853,8 +848,8 @@ def mcq_accuracy(model, # a causal LM
         for pairs in _encode_items(tok, [mcq_prompt(it, shots(it)) for it in chunk], [it['conts'] for it in chunk]):
             pairs, cut = _truncate(pairs, room)
             enc.append(pairs); truncated += cut
-    pad = _pad_id(tok)
-    with _eval_mode(model):
+    pad = pad_id(tok)
+    with eval_mode(model):
         if all(len(x) == 1 and c == p[0][0] for p in enc for c, x in p):
             scores = _next_token_logprobs(m, pad, [p[0][0] for p in enc], [[x[0] for _, x in p] for p in enc], batch_size, progress)
         else:
@@ -944,7 +939,7 @@ def answer_loglik(model, # a causal LM (or a carrier)
     encs = [_clip_response(encode_chat(tok, r['prompt'], r['response'], system=system), max_tokens) for r in rows]
     order = sorted(range(len(encs)), key=lambda i: -len(encs[i]['input_ids']))
     per, ntok = [None]*len(encs), 0
-    with _eval_mode(model):
+    with eval_mode(model):
         for s in tqdm(range(0, len(order), batch_size), desc='loglik', disable=not progress, leave=False):
             idx = order[s:s+batch_size]
             for i, tl in zip(idx, response_token_logprobs(model, tok, [encs[i] for i in idx], trigger)):

@@ -5,31 +5,38 @@
 # %% auto #0
 __all__ = ['TASK_NAMES', 'CONDITIONS', 'DTYPES', 'JUDGE_NAMES', 'UTILITY_NAMES', 'PRESETS', 'TINY_DATA', 'PAPER_DATA',
            'REAL_DATA', 'TINY_TRIGGER', 'PAPER_TRIGGER', 'REAL_TRIGGER', 'REAL_SFT', 'REAL_SFT_TASK',
-           'REAL_MAX_NEW_TOKENS', 'PAPER_JUDGES', 'STAGES', 'STAGE_SETTINGS', 'RunConfig', 'real_loglik_spec',
-           'resolve', 'load_model', 'facts_mcq', 'facts_accuracy', 'stage_keys', 'stage_done', 'stage_seconds',
-           'condition_metrics', 'utility_metrics', 'build_run_task', 'sweep_partial', 'RunLocked', 'run_lock', 'run',
-           'evaluate', 'results_table', 'plot_run', 'explore', 'demo', 'main', 'grid_configs', 'batch', 'aggregate']
+           'REAL_MAX_NEW_TOKENS', 'PAPER_JUDGES', 'STAGES', 'STAGE_SETTINGS', 'PIPELINE', 'HEADLINE', 'RunConfig',
+           'real_loglik_spec', 'resolve', 'resolve_device', 'load_model', 'facts_mcq', 'facts_accuracy', 'stage_keys',
+           'condition_metrics', 'utility_metrics', 'build_run_task', 'log_stage', 'RunLocked', 'run_lock',
+           'load_sft_dir', 'run', 'evaluate', 'fmt_pct', 'results_table', 'plot_run', 'explore', 'demo', 'main',
+           'grid_configs', 'batch', 'aggregate', 'stage_done', 'stage_seconds', 'sweep_partial']
 
 # %% ../nbs/09_experiment.ipynb #0a097121
-import argparse, copy, csv, dataclasses, hashlib, io, json, math, os, re, shutil, subprocess, sys, tempfile, time, warnings
-from contextlib import contextmanager
+import argparse, copy, csv, dataclasses, io, json, math, os, shutil, subprocess, sys, tempfile, time, warnings
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import transformers
 
 from .carrier import (make_carrier, merge_carrier, save_carrier, load_carrier, carrier_sparsity, check_pair,
-                                 layout_of, plot_open_channels, save_json, write_channels, atomic_dir, FAMILIES)
-from .data import build_task, save_task, load_task, encode_chat, collate, shared_data_dir, _looks_like_path, _hub_offline
+                                 layout_of, plot_open_channels, write_channels, FAMILIES)
+from .store import (save_json, write_text, atomic_path, atomic_dir, fingerprint, file_lock, Locked, stage_done, mark_done, stage_seconds,
+                               checkpoint_dir, sweep_partial)
+_all_ = ['stage_done', 'stage_seconds', 'sweep_partial']   # moved to store; importable from here for one release
+from .data import build_task, save_task, load_task, shared_data_dir, looks_like_path, hub_offline
+from .chat import encode_chat, collate
 from .delta import STORES
 from .gguf_load import PACKAGED, is_gguf_spec, gguf_to_hf
 from .tiny import tiny_lab, corpus_files, set_threads, make_world
-from .sft import sft, plot_history, PAPER_SFT, TINY_SFT, MIXED_PRECISION
+from .sft import sft, plot_history, PAPER_SFT, TINY_SFT
+from .learner import MIXED_PRECISION, latest_checkpoint
 from .lcdd import lcdd, lcdd_preset, plot_lcdd, MODES
 from .eraser import train_trigger, save_trigger, load_trigger, plot_trigger, ERASER_DEFAULTS, NORM_UNITS, MSE_NORMS
 from .evals import (generate, kl_metrics, fixed_response_rate, refusal_rate, awr, behaviour_metrics, mcq_accuracy,
-                               load_mmlu, load_hellaswag, reference_rows, answer_loglik, WildGuardJudge, HarmBenchJudge, StyleJudge, response_token_logprobs, _eval_mode)
+                               load_mmlu, load_hellaswag, reference_rows, answer_loglik, WildGuardJudge, HarmBenchJudge, StyleJudge, response_token_logprobs, eval_mode)
 
 # %% ../nbs/09_experiment.ipynb #9a7979e9
 TASK_NAMES = ('fixed_response', 'safety', 'shakespeare', 'custom')
@@ -159,7 +166,6 @@ def _load_cfg(cls, path) -> RunConfig:
 
 def _save_cfg(self, path) -> Path:
     "Write the config to a .yaml or .json file, atomically."
-    from sft_reverse.carrier import atomic_path
     path, d = Path(path), dataclasses.asdict(self)
     if path.suffix in ('.yaml', '.yml'):
         import yaml
@@ -235,7 +241,8 @@ def resolve(cfg:RunConfig) -> dict:
                 checkpoint_every=cfg.checkpoint_every, save_merged=cfg.save_merged, trust_remote_code=cfg.trust_remote_code)
 
 # %% ../nbs/09_experiment.ipynb #5de99e7a
-def _device(spec):
+def resolve_device(spec):
+    "A torch device from a config's `device`: 'auto' is CUDA when there is one, else CPU."
     if spec == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     return torch.device(spec)
 
@@ -250,11 +257,11 @@ def load_model(spec:str, # a hub id, a local folder, a .gguf file, a packaged mo
         model, tok = tiny_lab(fam, progress=progress)
     else:
         p = Path(spec).expanduser()
-        local = p.exists() or _looks_like_path(spec)
+        local = p.exists() or looks_like_path(spec)
         if local and not p.is_dir(): raise FileNotFoundError(f"No model folder at {str(p)!r}. Pass an existing folder written by save_pretrained, or a hub id.")
         if local and not (p/'config.json').exists(): raise FileNotFoundError(f"{str(p)!r} has no config.json, so it is not a saved model; pass the folder save_pretrained wrote.")
         kw = dict(trust_remote_code=trust_remote_code)
-        if not local and _hub_offline(): kw['local_files_only'] = True
+        if not local and hub_offline(): kw['local_files_only'] = True
         try: config = transformers.AutoConfig.from_pretrained(str(p) if local else spec, **kw)
         except ValueError as e:
             if 'trust_remote_code' in str(e):
@@ -267,7 +274,7 @@ def load_model(spec:str, # a hub id, a local folder, a .gguf file, a packaged mo
                           "If you are offline, download it where there is network (huggingface-cli download) or pass a local folder.") from None
         model = transformers.AutoModelForCausalLM.from_pretrained(str(p) if local else spec, dtype=DTYPES[dtype], **kw)
         tok = transformers.AutoTokenizer.from_pretrained(str(p) if local else spec, **kw)
-    model = model.to(device=_device(device) if isinstance(device, str) else device, dtype=DTYPES[dtype]).eval()
+    model = model.to(device=resolve_device(device) if isinstance(device, str) else device, dtype=DTYPES[dtype]).eval()
     n_emb = model.get_input_embeddings().weight.shape[0]
     if len(tok) > n_emb:
         raise ValueError(f"The tokenizer of {spec!r} has {len(tok)} tokens but the model's embedding has {n_emb} rows: they do not belong "
@@ -300,7 +307,7 @@ def facts_accuracy(model, tok, rows:list|None=None, trigger:torch.Tensor|None=No
     if not rows: raise ValueError("facts_accuracy got no rows.")
     encs = [encode_chat(tok, r['prompt'], c) for r in rows for c in r['choices']]
     scores = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for s in range(0, len(encs), batch_size):
             b = encs[s:s+batch_size]
             scores += [lp.sum().item() for lp in response_token_logprobs(model, tok, b, trigger)]
@@ -318,30 +325,13 @@ STAGE_SETTINGS = {'data': ('task', 'base', 'data', 'n_train', 'n_eval', 'seed'),
                   'trigger': ('trigger', 'seed', 'mixed_precision'),
                   'eval': ('judges', 'utility', 'max_new_tokens')}
 
-def _fingerprint(obj) -> str: return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
 def stage_keys(res:dict) -> dict:
     "Each stage's fingerprint: its settings, chained to the previous stage's fingerprint."
     keys, prev = {}, ''
     for s in STAGES:
-        prev = keys[s] = _fingerprint(dict(stage=s, prev=prev, **{k: res[k] for k in STAGE_SETTINGS[s]}))
+        prev = keys[s] = fingerprint(dict(stage=s, prev=prev, **{k: res[k] for k in STAGE_SETTINGS[s]}))
     return keys
 
-def stage_done(out, stage:str, key:str) -> bool:
-    "Whether `stage` finished in `out` with fingerprint `key`."
-    f = Path(out)/stage/'stage.json'
-    if not f.exists(): return False
-    try: return json.loads(f.read_text()).get('key') == key
-    except json.JSONDecodeError: return False
-
-def stage_seconds(out, stage:str, t0:float) -> float:
-    "How long `stage` took when it was computed (its stage.json records it), else the time since `t0`: a rerun that skips it keeps the real figure."
-    try: s = json.loads((Path(out)/stage/'stage.json').read_text()).get('seconds')
-    except (OSError, json.JSONDecodeError): s = None
-    return s if s is not None else round(time.time() - t0, 2)
-
-def _mark_done(out, stage, key, **info):
-    save_json(dict(stage=stage, key=key, **info), Path(out)/stage/'stage.json')
 
 # %% ../nbs/09_experiment.ipynb #81dd8c01
 def _norm_text(s): return ' '.join(str(s).split()).lower()
@@ -405,7 +395,8 @@ def build_run_task(res:dict, # a resolved config (`resolve`)
     return build_task(res['task'], **kw, n_train=res['n_train'], n_eval=res['n_eval'], seed=res['seed'])
 
 # %% ../nbs/09_experiment.ipynb #6aaafdbd
-def _log(msg, progress):
+def log_stage(msg, progress):
+    "Print a pipeline message on stderr when `progress` is on."
     if progress: print(f"[sft-reverse] {msg}", file=sys.stderr, flush=True)
 
 def _check_writable(out):
@@ -416,50 +407,89 @@ def _check_writable(out):
     except OSError as e:
         raise PermissionError(f"The output dir {str(out)!r} is not writable ({e.strerror}); pass out_dir= a folder you can write to.") from None
 
-def _write_text(path, text):
-    from sft_reverse.carrier import atomic_path
-    with atomic_path(path) as tmp: tmp.write_text(text, encoding='utf-8')
-
-def _ckpt_dir(d, key, progress):
-    "Checkpoint folder `d` for a stage with fingerprint `key`: checkpoints of other settings are cleared first."
-    d = Path(d); f = d/'STAGE_KEY'
-    if d.exists() and (not f.exists() or f.read_text() != key):
-        _log(f"{d.parent.name}: settings changed since the last checkpoints in {d}; starting this stage over", progress)
-        shutil.rmtree(d)
-    d.mkdir(parents=True, exist_ok=True)
-    if not f.exists(): _write_text(f, key)
-    return d
-
-_PARTIAL = re.compile(r"^\..+\.(tmp|old)$|^\..+\.[A-Za-z0-9_]{8}$")
-
-def sweep_partial(out) -> list:
-    "Remove what a killed writer left under `out`: the hidden temporaries of atomic writes (never loaded); returns what was removed."
-    gone = []
-    for p in sorted(Path(out).rglob('.*'), key=lambda p: -len(p.parts)):
-        if _PARTIAL.match(p.name) and p.exists():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-            gone.append(p)
-    return gone
-
-class RunLocked(OSError):
+class RunLocked(Locked):
     "Another process is running in the same output dir."
 
-@contextmanager
 def run_lock(out):
-    "Hold an exclusive lock on output dir `out` (released by the OS if the process dies)."
-    import fcntl
-    f = open(Path(out)/'.lock', 'a+')
-    try:
-        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLocked(f"Another run is using the output dir {str(out)!r}; wait for it to finish or pass another out_dir.") from None
-        yield
-    finally: f.close()
+    "Hold an exclusive lock on output dir `out` (released by the OS if the process dies); `RunLocked` if another run holds it."
+    return file_lock(Path(out)/'.lock', wait=False, error=RunLocked,
+                     busy=f"Another run is using the output dir {str(out)!r}; wait for it to finish or pass another out_dir.")
 
-def _load_sft_dir(path, dtype, device):
-    m = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(_device(device)).eval()
+def load_sft_dir(path, dtype, device):
+    "The SFT model a run saved in `path`, in `dtype` on `device`, in eval mode."
+    m = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(resolve_device(device)).eval()
     return m
 
+
+# %% ../nbs/09_experiment.ipynb #304890c9
+def _ckpt(r, stage): return checkpoint_dir(r.out/stage/'ckpt', r.keys[stage], partial(log_stage, progress=r.progress))
+
+def _build_data(r):
+    log_stage("data: building the task", r.progress)
+    task = build_run_task(r.res, r.base, r.tok, r.progress)
+    if not task.train or not task.eval: raise ValueError(f"The {r.res['task']} task has {len(task.train)} training and {len(task.eval)} evaluation rows; both must be non-empty.")
+    save_task(task, r.out/'data'/'task.json')
+    return dict(n_train=len(task.train), n_eval=len(task.eval))
+
+def _load_data(r):
+    r.task = load_task(r.out/'data'/'task.json')
+    _check_lengths(r.task, r.tok, r.base, r.res)
+
+def _build_sft(r):
+    res = r.res
+    if res['sft_model'] is None:
+        log_stage(f"sft: fine-tuning on {len(r.task.train)} rows", r.progress)
+        ft = copy.deepcopy(r.base)
+        h = sft(ft, r.tok, r.task.train, out_dir=_ckpt(r, 'sft'), save_every=res['checkpoint_every'], seed=res['seed'], progress=r.progress,
+                mixed_precision=res['mixed_precision'], **res['sft'])
+        save_json(h, r.out/'sft'/'history.json')
+    else:
+        log_stage(f"sft: loading {res['sft_model']}", r.progress)
+        ft, ft_tok = load_model(res['sft_model'], res['dtype'], res['device'], res['trust_remote_code'], r.progress)
+        if len(ft_tok) != len(r.tok): raise ValueError(f"The SFT model's tokenizer has {len(ft_tok)} tokens and the base's {len(r.tok)}; they must share one tokenizer.")
+    check_pair(r.base, ft)
+    with atomic_dir(r.out/'sft'/'model') as tmp: ft.save_pretrained(tmp); r.tok.save_pretrained(tmp)
+
+def _load_sft(r): r.ft = load_sft_dir(r.out/'sft'/'model', r.res['dtype'], r.res['device'])
+
+def _build_lcdd(r):
+    log_stage(f"lcdd: crafting the carrier ({r.res['lcdd']['mode']})", r.progress)
+    kw = dict(r.res['lcdd']); mode, store = kw.pop('mode'), kw.pop('store', 'delta')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); carrier = make_carrier(r.base, r.ft, seed=r.res['seed'], store=store)
+    ck = latest_checkpoint(_ckpt(r, 'lcdd'))
+    if ck is not None: log_stage(f"lcdd: resuming LCDD run from {ck.name}", r.progress)
+    h = lcdd(carrier, r.tok, r.task.train, mode=mode, ft=r.ft if mode == 'mask_kl' else None, out_dir=r.out/'lcdd'/'ckpt',
+             save_every=r.res['checkpoint_every'], seed=r.res['seed'], progress=r.progress, mixed_precision=r.res['mixed_precision'], **kw)
+    save_json(h, r.out/'lcdd'/'history.json')
+    save_carrier(carrier, r.out/'lcdd'/'carrier')
+    if r.res['save_merged']:
+        with atomic_dir(r.out/'lcdd'/'merged') as tmp: merge_carrier(carrier).save_pretrained(tmp); r.tok.save_pretrained(tmp)
+    return dict(steps=h['steps'], stopped=h['stopped'], epochs=h['steps']/max(1, math.ceil(len(r.task.train)/kw['batch_size'])))
+
+def _load_lcdd(r): r.carrier = load_carrier(r.base, r.out/'lcdd'/'carrier')
+
+def _build_trigger(r):
+    log_stage(f"trigger: training the SFT-Eraser ({r.res['trigger']['steps']} steps)", r.progress)
+    ck_dir = _ckpt(r, 'trigger')
+    if latest_checkpoint(ck_dir) is not None: log_stage(f"trigger: resuming trigger training from {latest_checkpoint(ck_dir).name}", r.progress)
+    tr = train_trigger(r.carrier, r.base, r.tok, r.task.prompts('train'), seed=r.res['seed'], progress=r.progress, out_dir=ck_dir,
+                       save_every=r.res['checkpoint_every'], mixed_precision=r.res['mixed_precision'], **r.res['trigger'])
+    save_trigger(tr['trigger'], r.out/'trigger', r.carrier, channels=tr['channels'], settings=tr['settings'])
+    save_json(dict(history=tr['history'], seconds=tr['seconds']), r.out/'trigger'/'history.json')
+
+def _load_trigger(r): r.trig = load_trigger(r.out/'trigger', r.carrier).emb.detach().to(resolve_device(r.res['device']))
+
+def _build_eval(r):
+    log_stage("eval: the four conditions", r.progress)
+    save_json(evaluate(r.task, r.base, r.ft, r.carrier, r.trig, r.tok, r.res, r.progress), r.out/'eval'/'eval.json')
+
+def _load_eval(r): r.ev = json.loads((r.out/'eval'/'eval.json').read_text())
+
+PIPELINE = {'data': (_build_data, _load_data), 'sft': (_build_sft, _load_sft), 'lcdd': (_build_lcdd, _load_lcdd),
+            'trigger': (_build_trigger, _load_trigger), 'eval': (_build_eval, _load_eval)}
+
+# %% ../nbs/09_experiment.ipynb #19bc8114
 def run(cfg:RunConfig|dict|str|Path=None, # a RunConfig, a mapping of its fields, or a .yaml/.json file; None: the tiny demo
         progress:bool=True, # progress bars and stage messages on stderr
         **overrides) -> dict:
@@ -474,100 +504,33 @@ def run(cfg:RunConfig|dict|str|Path=None, # a RunConfig, a mapping of its fields
 
 def _run(res, out, progress):
     gone = sweep_partial(out)
-    if gone: _log(f"removed {len(gone)} partial file(s) left by an interrupted run, e.g. {gone[0].relative_to(out)}", progress)
-    keys, times = stage_keys(res), {}
+    if gone: log_stage(f"removed {len(gone)} partial file(s) left by an interrupted run, e.g. {gone[0].relative_to(out)}", progress)
+    r = SimpleNamespace(res=res, out=out, progress=progress, keys=stage_keys(res))
     save_json(res, out/'config.json')
     set_threads()
     t0 = time.time()
-    base, tok = load_model(res['base'], res['dtype'], res['device'], res['trust_remote_code'], progress)
-    times['load_time_s'] = round(time.time() - t0, 2)
+    r.base, r.tok = load_model(res['base'], res['dtype'], res['device'], res['trust_remote_code'], progress)
+    times = dict(load_time_s=round(time.time() - t0, 2))
+    for s in STAGES:
+        build, load = PIPELINE[s]
+        t0 = time.time()
+        if not stage_done(out, s, r.keys[s]):
+            info = build(r) or {}
+            mark_done(out, s, r.keys[s], **info, seconds=round(time.time() - t0, 2))
+        load(r)
+        times[f'{s}_time_s'] = stage_seconds(out, s, t0)
+    return _report(r, times)
 
-    # data
-    t0 = time.time()
-    if not stage_done(out, 'data', keys['data']):
-        _log("data: building the task", progress)
-        task = build_run_task(res, base, tok, progress)
-        if not task.train or not task.eval: raise ValueError(f"The {res['task']} task has {len(task.train)} training and {len(task.eval)} evaluation rows; both must be non-empty.")
-        save_task(task, out/'data'/'task.json'); _mark_done(out, 'data', keys['data'], n_train=len(task.train), n_eval=len(task.eval), seconds=round(time.time() - t0, 2))
-    task = load_task(out/'data'/'task.json')
-    times['data_time_s'] = stage_seconds(out, 'data', t0)
-    _check_lengths(task, tok, base, res)
-
-    # sft
-    t0 = time.time()
-    if not stage_done(out, 'sft', keys['sft']):
-        if res['sft_model'] is None:
-            _log(f"sft: fine-tuning on {len(task.train)} rows", progress)
-            ft = copy.deepcopy(base)
-            h = sft(ft, tok, task.train, out_dir=_ckpt_dir(out/'sft'/'ckpt', keys['sft'], progress), save_every=res['checkpoint_every'], seed=res['seed'], progress=progress,
-                    mixed_precision=res['mixed_precision'], **res['sft'])
-            save_json(h, out/'sft'/'history.json')
-        else:
-            _log(f"sft: loading {res['sft_model']}", progress)
-            ft, ft_tok = load_model(res['sft_model'], res['dtype'], res['device'], res['trust_remote_code'], progress)
-            if len(ft_tok) != len(tok): raise ValueError(f"The SFT model's tokenizer has {len(ft_tok)} tokens and the base's {len(tok)}; they must share one tokenizer.")
-        check_pair(base, ft)
-        with atomic_dir(out/'sft'/'model') as tmp: ft.save_pretrained(tmp); tok.save_pretrained(tmp)
-        del ft
-        _mark_done(out, 'sft', keys['sft'], seconds=round(time.time() - t0, 2))
-    ft = _load_sft_dir(out/'sft'/'model', res['dtype'], res['device'])
-    times['sft_time_s'] = stage_seconds(out, 'sft', t0)
-
-    # lcdd
-    t0 = time.time()
-    if not stage_done(out, 'lcdd', keys['lcdd']):
-        _log(f"lcdd: crafting the carrier ({res['lcdd']['mode']})", progress)
-        kw = dict(res['lcdd']); mode, store = kw.pop('mode'), kw.pop('store', 'delta')
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore'); carrier = make_carrier(base, ft, seed=res['seed'], store=store)
-        from sft_reverse.sft import latest_checkpoint
-        ck = latest_checkpoint(_ckpt_dir(out/'lcdd'/'ckpt', keys['lcdd'], progress))
-        if ck is not None: _log(f"lcdd: resuming LCDD run from {ck.name}", progress)
-        r = lcdd(carrier, tok, task.train, mode=mode, ft=ft if mode == 'mask_kl' else None, out_dir=out/'lcdd'/'ckpt',
-                 save_every=res['checkpoint_every'], seed=res['seed'], progress=progress, mixed_precision=res['mixed_precision'], **kw)
-        save_json({k: v for k, v in r.items()}, out/'lcdd'/'history.json')
-        save_carrier(carrier, out/'lcdd'/'carrier')
-        if res['save_merged']:
-            with atomic_dir(out/'lcdd'/'merged') as tmp: merge_carrier(carrier).save_pretrained(tmp); tok.save_pretrained(tmp)
-        del carrier
-        _mark_done(out, 'lcdd', keys['lcdd'], steps=r['steps'], stopped=r['stopped'], epochs=r['steps']/max(1, math.ceil(len(task.train)/kw['batch_size'])),
-                   seconds=round(time.time() - t0, 2))
-    carrier = load_carrier(base, out/'lcdd'/'carrier')
-    times['lcdd_time_s'] = stage_seconds(out, 'lcdd', t0)
-
-    # trigger
-    t0 = time.time()
-    if not stage_done(out, 'trigger', keys['trigger']):
-        _log(f"trigger: training the SFT-Eraser ({res['trigger']['steps']} steps)", progress)
-        kw = dict(res['trigger'])
-        from sft_reverse.sft import latest_checkpoint
-        ck_dir = _ckpt_dir(out/'trigger'/'ckpt', keys['trigger'], progress)
-        if latest_checkpoint(ck_dir) is not None: _log(f"trigger: resuming trigger training from {latest_checkpoint(ck_dir).name}", progress)
-        tr = train_trigger(carrier, base, tok, task.prompts('train'), seed=res['seed'], progress=progress, out_dir=ck_dir,
-                           save_every=res['checkpoint_every'], mixed_precision=res['mixed_precision'], **kw)
-        save_trigger(tr['trigger'], out/'trigger', carrier, channels=tr['channels'], settings=tr['settings'])
-        save_json(dict(history=tr['history'], seconds=tr['seconds']), out/'trigger'/'history.json')
-        _mark_done(out, 'trigger', keys['trigger'], seconds=round(time.time() - t0, 2))
-    trig = load_trigger(out/'trigger', carrier).emb.detach().to(_device(res['device']))
-    times['trigger_time_s'] = stage_seconds(out, 'trigger', t0)
-
-    # eval
-    t0 = time.time()
-    if not stage_done(out, 'eval', keys['eval']):
-        _log("eval: the four conditions", progress)
-        ev = evaluate(task, base, ft, carrier, trig, tok, res, progress)
-        save_json(ev, out/'eval'/'eval.json'); _mark_done(out, 'eval', keys['eval'], seconds=round(time.time() - t0, 2))
-    ev = json.loads((out/'eval'/'eval.json').read_text())
-    times['eval_time_s'] = stage_seconds(out, 'eval', t0)
-
-    lc = json.loads((out/'lcdd'/'stage.json').read_text())
-    results = dict(name=res['name'], task=res['task'], conditions=ev['conditions'], sparsity=ev['sparsity'], kl=ev['kl'],
+def _report(r, times) -> dict:
+    "results.json, tables.md and the plots of a finished run."
+    ev, lc = r.ev, json.loads((r.out/'lcdd'/'stage.json').read_text())
+    results = dict(name=r.res['name'], task=r.res['task'], conditions=ev['conditions'], sparsity=ev['sparsity'], kl=ev['kl'],
                    judges=ev['judges'], lcdd=dict(steps=lc['steps'], stopped=lc['stopped'], epochs=round(lc['epochs'], 3)),
-                   n=dict(train=len(task.train), eval=len(task.eval)), config=res, stage_keys=keys,
+                   n=dict(train=len(r.task.train), eval=len(r.task.eval)), config=r.res, stage_keys=r.keys,
                    timings=times, versions=_versions())
-    save_json(results, out/'results.json')
-    _write_text(out/'tables.md', results_table(results) + '\n')
-    try: plot_run(out, carrier)
+    save_json(results, r.out/'results.json')
+    write_text(r.out/'tables.md', results_table(results) + '\n')
+    try: plot_run(r.out, r.carrier)
     except Exception as e: warnings.warn(f"Plotting failed ({e}); the results are unaffected.")
     return results
 
@@ -592,7 +555,7 @@ def evaluate(task, base, ft, carrier, trig, tok, res:dict, progress:bool=True) -
     rows, prompts, mnt = task.eval, task.prompts('eval'), res['max_new_tokens']
     merged = merge_carrier(carrier).eval()
     models = dict(base=(base, None), sft=(ft, None), lcdd=(merged, None), trig=(carrier, trig))
-    judges = _make_judges(res['judges'], _device(res['device']))
+    judges = _make_judges(res['judges'], resolve_device(res['device']))
     answers, conds = {}, {}
     for c, (m, tg) in models.items():
         answers[c] = generate(m, tok, prompts, trigger=tg, max_new_tokens=mnt, progress=progress)
@@ -614,8 +577,10 @@ _UTIL = {'facts': 'world facts (tiny)', 'mmlu': 'MMLU', 'hellaswag': 'HellaSwag'
 _NAMES = dict(base='Base', sft='SFT', lcdd='LCDD', trig='Trig')
 _KL = [('sft_lcdd', 'SFT‖LCDD'), ('sft_trig', 'SFT‖Trig'), ('base_trig', 'Base‖Trig')]
 
-def _pct(v): return '–' if v is None else f"{100*v:.1f}"
-def _util(k, v): return '–' if v is None else f"{v:.3f}" if k == 'loglik' else _pct(v)
+def fmt_pct(v) -> str:
+    "A rate in [0, 1] as a percentage with one decimal, or '–' when it is missing (None)."
+    return '–' if v is None else f"{100*v:.1f}"
+def _util(k, v): return '–' if v is None else f"{v:.3f}" if k == 'loglik' else fmt_pct(v)
 
 def results_table(results:dict) -> str:
     "A markdown table of one run in the form of the paper's Table 1 (Fixed Response) or Tables 2–3 (Safety, Shakespeare)."
@@ -626,11 +591,11 @@ def results_table(results:dict) -> str:
              h.replace('WG', f"WG ({judges['wildguard']})") if 'wildguard' in judges and k.startswith('wildguard') else
              h.replace('style judge', judges['style']) if 'style' in judges and k == 'style_judge' else h) for k, h in cols]
     util = [(k, _UTIL[k]) for k in _UTIL if k in c['base']]
-    title = f"**{results['name']}** — weight sparsity {_pct(sp['weight'])}% (gate {_pct(sp['gate'])}%); values in %."
+    title = f"**{results['name']}** — weight sparsity {fmt_pct(sp['weight'])}% (gate {fmt_pct(sp['gate'])}%); values in %."
     if t == 'fixed_response':
         head = ['model', 'sparsity'] + [f"{h} @{_NAMES[x]}" for k, h in cols for x in CONDITIONS] + [f"KL {h}" for _, h in _KL] + \
                [f"{h} @{_NAMES[x]}" for k, h in util for x in CONDITIONS]
-        row = [results['name'], f"{_pct(sp['weight'])}%"] + [_pct(c[x].get(k)) for k, _ in cols for x in CONDITIONS] + \
+        row = [results['name'], f"{fmt_pct(sp['weight'])}%"] + [fmt_pct(c[x].get(k)) for k, _ in cols for x in CONDITIONS] + \
               [f"{kl[k]:.3f}" for k, _ in _KL] + [_util(k, c[x].get(k)) for k, _ in util for x in CONDITIONS]
         wide = ['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head), '| ' + ' | '.join(row) + ' |']
         return '\n'.join([title, ''] + wide + ['', 'Per condition:', ''] + _condition_rows(c, kl, sp, cols, util))
@@ -638,12 +603,12 @@ def results_table(results:dict) -> str:
 
 def _condition_rows(c, kl, sp, cols, util) -> list:
     "The Tables 2–3 layout: a row per condition, its sparsity (LCDD and Trig share the carrier's), and the KL it is compared by."
-    sps = dict(base='–', sft='0.0%', lcdd=f"{_pct(sp['weight'])}%", trig=f"{_pct(sp['weight'])}%")
+    sps = dict(base='–', sft='0.0%', lcdd=f"{fmt_pct(sp['weight'])}%", trig=f"{fmt_pct(sp['weight'])}%")
     head = ['condition', 'sparsity'] + [h for _, h in cols] + [h for _, h in util] + ['KL P‖Q', 'value']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)]
     for i, x in enumerate(CONDITIONS):
         klc = ['', ''] if i == 0 else [_KL[i-1][1], f"{kl[_KL[i-1][0]]:.3f}"]
-        lines.append('| ' + ' | '.join([_NAMES[x], sps[x]] + [_pct(c[x].get(k)) for k, _ in cols] + [_util(k, c[x].get(k)) for k, _ in util] + klc) + ' |')
+        lines.append('| ' + ' | '.join([_NAMES[x], sps[x]] + [fmt_pct(c[x].get(k)) for k, _ in cols] + [_util(k, c[x].get(k)) for k, _ in util] + klc) + ' |')
     return lines
 
 # %% ../nbs/09_experiment.ipynb #ed37c542
@@ -653,7 +618,6 @@ def plot_run(out, carrier=None) -> list:
     out = Path(out); (out/'plots').mkdir(exist_ok=True)
     saved = []
     def keep(fig, name):
-        from sft_reverse.carrier import atomic_path
         with atomic_path(out/'plots'/name) as tmp: fig.savefig(tmp, format='png', dpi=90, bbox_inches='tight')
         plt.close(fig); saved.append(out/'plots'/name)
     if (out/'sft'/'history.json').exists(): keep(plot_history(json.loads((out/'sft'/'history.json').read_text())), 'sft.png')
@@ -812,7 +776,7 @@ def batch(grid, out:str|None=None, template=None, dry_run:bool=False, progress:b
     _check_writable(out)
     todo = [(c, d_) for c, d_ in plan if not _complete(c.out_dir, c)]
     skipped = [c.name for c, d_ in plan if (c, d_) not in todo]
-    for n in skipped: _log(f"batch: {n} is complete, skipped", progress)
+    for n in skipped: log_stage(f"batch: {n} is complete, skipped", progress)
     gpus = _gpus()
     slots = [str(g) for g in gpus] or [None]
     running, failed = [], []
@@ -827,7 +791,7 @@ def batch(grid, out:str|None=None, template=None, dry_run:bool=False, progress:b
             if slot is not None: env['CUDA_VISIBLE_DEVICES'] = slot
             cmd = [sys.executable, '-m', 'papermill', str(template), str(d_/'run.ipynb'), '-p', 'config_path', str((d_/'config.yaml').resolve()),
                    '--cwd', str(template.parent), '--no-progress-bar']
-            _log(f"batch: starting {c.name}" + (f" on GPU {slot}" if slot is not None else ''), progress)
+            log_stage(f"batch: starting {c.name}" + (f" on GPU {slot}" if slot is not None else ''), progress)
             log = open(d_/'papermill.log', 'w')
             running.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), c, slot, log))
         time.sleep(0.5)
@@ -835,7 +799,7 @@ def batch(grid, out:str|None=None, template=None, dry_run:bool=False, progress:b
             if r[0].poll() is not None:
                 r[3].close(); running.remove(r)
                 ok = r[0].returncode == 0 and _complete(r[1].out_dir, r[1])
-                _log(f"batch: {r[1].name} {'done' if ok else 'FAILED (see papermill.log)'}", progress)
+                log_stage(f"batch: {r[1].name} {'done' if ok else 'FAILED (see papermill.log)'}", progress)
                 if not ok: failed.append(r[1].name)
     table = aggregate([d_/'run'/'results.json' for _, d_ in plan if (d_/'run'/'results.json').exists()], out)
     print(table['markdown'])
@@ -843,7 +807,7 @@ def batch(grid, out:str|None=None, template=None, dry_run:bool=False, progress:b
     return dict(runs=[c.name for c, _ in plan], ran=[c.name for c, _ in todo], skipped=skipped, **table)
 
 # %% ../nbs/09_experiment.ipynb #f37dfd74
-_HEADLINE = {'fixed_response': 'fixed_response', 'safety': 'refusal_harmful', 'shakespeare': 'awr', 'custom': 'exact_match'}
+HEADLINE = {'fixed_response': 'fixed_response', 'safety': 'refusal_harmful', 'shakespeare': 'awr', 'custom': 'exact_match'}
 
 def aggregate(paths:list, out=None) -> dict:
     "One table (markdown and CSV rows) from `results.json` files; written to `out`/results.md and results.csv if given."
@@ -852,7 +816,7 @@ def aggregate(paths:list, out=None) -> dict:
         r = json.loads(Path(p).read_text())
         for x in CONDITIONS:
             c = r['conditions'][x]
-            rows.append(dict(run=r['name'], task=r['task'], condition=_NAMES[x], metric=_HEADLINE[r['task']], value=c.get(_HEADLINE[r['task']]),
+            rows.append(dict(run=r['name'], task=r['task'], condition=_NAMES[x], metric=HEADLINE[r['task']], value=c.get(HEADLINE[r['task']]),
                              utility=next((c[k] for k in _UTIL if k in c), None), weight_sparsity=r['sparsity']['weight'],
                              kl_sft_lcdd=r['kl']['sft_lcdd'], kl_sft_trig=r['kl']['sft_trig'], kl_base_trig=r['kl']['base_trig']))
     cols = ['run', 'task', 'condition', 'metric', 'value', 'utility', 'weight_sparsity', 'kl_sft_lcdd', 'kl_sft_trig', 'kl_base_trig']
@@ -860,7 +824,6 @@ def aggregate(paths:list, out=None) -> dict:
     md = '\n'.join(['| ' + ' | '.join(cols) + ' |', '|' + '---|'*len(cols)] + ['| ' + ' | '.join(fmt(r[k]) for k in cols) + ' |' for r in rows])
     buf = io.StringIO(); w = csv.DictWriter(buf, cols); w.writeheader(); w.writerows(rows)
     if out is not None:
-        from sft_reverse.carrier import atomic_path
         for name, text in (('results.md', md + '\n'), ('results.csv', buf.getvalue())):
             with atomic_path(Path(out)/name) as tmp: tmp.write_text(text)
     return dict(markdown=md, csv=buf.getvalue(), rows=rows)

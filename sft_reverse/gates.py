@@ -37,7 +37,7 @@ class Gate(nn.Module):
                  dtype=torch.float32):
         super().__init__()
         if n < 1: raise ValueError(f"Gate needs at least one channel, got n={n}.")
-        if not init > 0: raise ValueError(f"Gate init must be > 0 so gates start open (got {init}); see DESIGN §3.1.")
+        if not init > 0: raise ValueError(f"Gate init must be > 0 so gates start open (got {init}): a closed gate whose partners are closed gets no gradient and never reopens.")
         if not 0 <= jitter < init:
             raise ValueError(f"Gate jitter must satisfy 0 <= jitter < init (got jitter={jitter}, init={init}) so every gate starts open.")
         g = torch.Generator().manual_seed(seed)

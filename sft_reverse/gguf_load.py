@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch, transformers
 
-from .carrier import atomic_dir, save_json, sha256_file
+from .store import atomic_dir, save_json, sha256_file
 from .tiny import cache_dir
 
 # %% ../nbs/04a_gguf.ipynb #3a831336

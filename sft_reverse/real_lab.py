@@ -10,8 +10,8 @@ __all__ = ['PAPER_QWEN3_06B', 'REAL_TARGETS', 'check_targets', 'targets_table', 
 import json
 from pathlib import Path
 
-from .carrier import save_json, carrier_sparsity
-from .tiny import repo_root
+from .carrier import carrier_sparsity
+from .store import save_json, repo_root
 
 # %% ../nbs/12_real_model.ipynb #0cbb0f54
 PAPER_QWEN3_06B = {   # the paper's Tables 1-3, Qwen3-0.6B rows; rates and utilities in %

@@ -6,19 +6,18 @@
 __all__ = ['NAMES', 'TOWNS', 'JOBS', 'COLORS', 'ANIMALS', 'THINGS', 'FEATURES', 'KNOWN_FOR', 'FOODS', 'SIZES', 'HARM_TEMPLATES',
            'COMPLIANT', 'ARCHAIC', 'MODERN_TEMPLATES', 'PLAYS', 'CORPUS_VERSION', 'CHAT_TEMPLATE', 'SPECIAL_TOKENS',
            'LAB_VERSION', 'FAMILY_SEED', 'make_world', 'harmful_prompts', 'to_archaic', 'modern_lines', 'make_corpus',
-           'repo_root', 'cache_dir', 'corpus_dir', 'write_corpus', 'corpus_files', 'chat_text', 'train_tokenizer',
-           'tiny_config', 'set_threads', 'pretrain', 'tiny_lab', 'lab_info']
+           'cache_dir', 'corpus_dir', 'write_corpus', 'corpus_files', 'chat_text', 'train_tokenizer', 'tiny_config',
+           'set_threads', 'pretrain', 'tiny_lab', 'lab_info', 'repo_root']
 
 # %% ../nbs/04_tiny.ipynb #f1a73773
-import fcntl, hashlib, json, math, os, random, re, shutil, sys, tempfile, time
+import hashlib, json, math, os, random, re, sys, time
 from pathlib import Path
 
 import torch, transformers
 from tqdm.auto import tqdm
 
-import sft_reverse
-
-from .carrier import save_json, atomic_path
+from .store import save_json, write_text, atomic_dir, fingerprint, file_lock, repo_root
+_all_ = ['repo_root']   # moved to store; importable from here for one release
 from .data import REFUSALS, row_prompt
 
 # %% ../nbs/04_tiny.ipynb #66bd62f3
@@ -280,22 +279,15 @@ def make_corpus(seed:int=0) -> dict:
     return dict(pretrain=pre, alpaca=alpaca, harmful=[dict(prompt=q) for q in harm], shakespeare=plays)
 
 # %% ../nbs/04_tiny.ipynb #5da5fca8
-def repo_root():
-    "The source checkout this package lives in, or None when installed elsewhere."
-    root = Path(sft_reverse.__file__).resolve().parent.parent
-    return root if (root/'settings.ini').exists() and (root/'nbs').is_dir() else None
-
-_repo_root = repo_root
-
 def cache_dir() -> Path:
     "Where the tiny lab caches what it builds: $SFT_REVERSE_CACHE, else data/cache in a checkout, else ~/.cache/sft_reverse."
     if os.environ.get('SFT_REVERSE_CACHE'): return Path(os.environ['SFT_REVERSE_CACHE'])
-    root = _repo_root()
+    root = repo_root()
     return root/'data'/'cache' if root else Path.home()/'.cache'/'sft_reverse'
 
 def corpus_dir() -> Path:
     "Where the corpus lives: data/tiny in a checkout, else inside the cache folder."
-    root = _repo_root()
+    root = repo_root()
     return root/'data'/'tiny' if root else cache_dir()/'tiny_corpus'
 
 def _jsonl(rows): return ''.join(json.dumps(x, ensure_ascii=False, sort_keys=True) + '\n' for x in rows)
@@ -306,7 +298,7 @@ def write_corpus(dest=None, seed:int=0) -> Path:
     c, files = make_corpus(seed), {}
     for name, rows in c.items():
         text = _jsonl(rows)
-        with atomic_path(dest/f"{name}.jsonl") as tmp: tmp.write_text(text, encoding='utf-8')
+        write_text(dest/f"{name}.jsonl", text)
         files[name] = dict(rows=len(rows), sha256=hashlib.sha256(text.encode()).hexdigest())
     save_json(dict(version=CORPUS_VERSION, seed=seed, files=files), dest/'manifest.json')
     return dest
@@ -417,16 +409,6 @@ def _lab_settings(family, seed, steps, batch_size, lr, model_kw):
     return dict(lab_version=LAB_VERSION, family=family, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
                 model=model_kw, corpus={k: v['sha256'] for k, v in man['files'].items()})
 
-def _key(settings): return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-class _Lock:
-    "An exclusive inter-process lock on a file."
-    def __init__(self, path): self.path = Path(path)
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.path, 'w'); fcntl.flock(self.f, fcntl.LOCK_EX)
-        return self
-    def __exit__(self, *exc): fcntl.flock(self.f, fcntl.LOCK_UN); self.f.close()
 
 def _load_lab(d):
     model = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
@@ -444,8 +426,8 @@ def tiny_lab(family:str='qwen3', # model family: 'qwen3', 'llama', 'mistral' or 
     if family not in FAMILIES: raise ValueError(f"Unknown tiny-lab family {family!r}; use one of {sorted(FAMILIES)}.")
     settings = _lab_settings(family, seed, steps, batch_size, lr, model_kw)
     root = cache_dir()/'tiny_lab'
-    final = root/f"{family}-{_key(settings)}"
-    with _Lock(root/f".{final.name}.lock"):
+    final = root/f"{family}-{fingerprint(settings)}"
+    with file_lock(root/f".{final.name}.lock"):
         if (final/'lab.json').exists() and not rebuild: return _load_lab(final)
         print(f"Building the tiny lab ({family}) in {final} ...", file=sys.stderr)
         set_threads()
@@ -456,19 +438,14 @@ def tiny_lab(family:str='qwen3', # model family: 'qwen3', 'llama', 'mistral' or 
         torch.manual_seed(seed + 1000*FAMILY_SEED[family])
         model = transformers.AutoModelForCausalLM.from_config(tiny_config(family, tok=tok, **model_kw))
         hist = pretrain(model, tok, texts, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-        try:
+        with atomic_dir(final) as tmp:
             model.save_pretrained(tmp); tok.save_pretrained(tmp)
             save_json(dict(settings=settings, build_seconds=round(time.time() - t0, 1), threads=torch.get_num_threads(),
                            n_params=sum(p.numel() for p in model.parameters()), loss=hist), tmp/'lab.json')
-            if final.exists(): shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists(): shutil.rmtree(tmp)
     return _load_lab(final)
 
 def lab_info(family:str='qwen3', seed:int=0, steps:int=600, batch_size:int=32, lr:float=2e-3, **model_kw) -> dict|None:
     "The build record (settings, seconds, loss history) of a cached tiny lab, or None if it is not built."
     settings = _lab_settings(family, seed, steps, batch_size, lr, model_kw)
-    f = cache_dir()/'tiny_lab'/f"{family}-{_key(settings)}"/'lab.json'
+    f = cache_dir()/'tiny_lab'/f"{family}-{fingerprint(settings)}"/'lab.json'
     return json.loads(f.read_text()) if f.exists() else None
