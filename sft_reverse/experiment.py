@@ -472,7 +472,8 @@ def _load_lcdd(r): r.carrier = load_carrier(r.base, r.out/'lcdd'/'carrier')
 def _build_trigger(r):
     log_stage(f"trigger: training the SFT-Eraser ({r.res['trigger']['steps']} steps)", r.progress)
     ck_dir = _ckpt(r, 'trigger')
-    if latest_checkpoint(ck_dir) is not None: log_stage(f"trigger: resuming trigger training from {latest_checkpoint(ck_dir).name}", r.progress)
+    ck = latest_checkpoint(ck_dir)
+    if ck is not None: log_stage(f"trigger: resuming trigger training from {ck.name}", r.progress)
     tr = train_trigger(r.carrier, r.base, r.tok, r.task.prompts('train'), seed=r.res['seed'], progress=r.progress, out_dir=ck_dir,
                        save_every=r.res['checkpoint_every'], mixed_precision=r.res['mixed_precision'], **r.res['trigger'])
     save_trigger(tr['trigger'], r.out/'trigger', r.carrier, channels=tr['channels'], settings=tr['settings'])

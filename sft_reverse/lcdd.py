@@ -210,23 +210,23 @@ def _check_lcdd(carrier, rows, mode, ft, penalty_norm, shard, mixed_precision, *
     for k, v in positive.items():
         if not v > 0: raise ValueError(f"{k} must be > 0, got {v}.")
 
-def _resume_lcdd(r, out_dir, fp, carrier, names, n_gates):
+def _resume_lcdd(r, out_dir, fp, carrier):
     "Load the newest checkpoint into the carrier and AdamW, and its controller, history, sensitivity EMA and best state into `r`."
-    st = resume_checkpoint(out_dir, fp, carrier, r.d_opt, names, what='LCDD run')
+    st = resume_checkpoint(out_dir, fp, carrier, r.d_opt, r.names, what='LCDD run')
     if st is None: return
     ck = st['path']
     r.ctrl = LCDDController.from_state(st['controller'])
     r.start, r.hist, r.s_ema = st['step'], st['history'], st['s_ema']
     if (ck/'best.safetensors').exists():
         b = load_tensors(ck/'best.safetensors')
-        r.best = dict(logits=[b[f"logits.{i}"] for i in range(n_gates)], deltas=[b[f"delta.{i}"] for i in range(len(names))],
+        r.best = dict(logits=[b[f"logits.{i}"] for i in range(len(r.gates))], deltas=[b[f"delta.{i}"] for i in range(len(r.names))],
                       sparsity=st['best_sparsity'])
 
-def _save_lcdd(r, step, carrier, out_dir, fp, settings, names, gate_names, keep, sharded, acc):
+def _save_lcdd(r, step, carrier, out_dir, fp, settings, keep, sharded, acc):
     "Checkpoint an LCDD run after `step` steps: gates, ΔW, AdamW, the controller, the history and the best in-budget state."
     if out_dir is None or not (sharded or acc.is_main_process): return
-    tr = {n: p.detach() for n, p in carrier.named_parameters() if n in set(gate_names) | set(names)}
-    d = save_checkpoint(out_dir, step, tr, r.d_opt, names or ['_unused'],
+    tr = {n: p.detach() for n, p in carrier.named_parameters() if n in set(r.gate_names) | set(r.names)}
+    d = save_checkpoint(out_dir, step, tr, r.d_opt, r.names or ['_unused'],
                         dict(fingerprint=fp, settings=settings, history=r.hist, controller=r.ctrl.state_dict(),
                              s_ema=float(r.s_ema) or None if r.s_ema is not None else None,
                              best_sparsity=None if r.best is None else r.best['sparsity']), keep=keep,
@@ -242,7 +242,7 @@ def _task_loss(carrier, ft, batch, mode):
     q_logits = carrier(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits
     return _response_kl(p_logits, q_logits, batch['labels'])
 
-def _lcdd_step(r, step, batch, carrier, ft, mode, world, sharded, gates, deltas, trainable, names, penalty_norm, check, keep_best, out_dir, delta_lr):
+def _lcdd_step(r, step, batch, carrier, ft, mode, world, sharded, trainable, penalty_norm, check, keep_best, out_dir, delta_lr):
     "One LCDD step: task loss, backward, the gate and ΔW update, the controller; appends and returns the step's record."
     lam, rho = r.ctrl.lam, r.ctrl.rho()
     with autocast(r.mixed_precision, r.device): loss = _task_loss(carrier, ft, batch, mode)
@@ -253,15 +253,15 @@ def _lcdd_step(r, step, batch, carrier, ft, mode, world, sharded, gates, deltas,
     if not math.isfinite(loss_v):
         raise FloatingPointError(f"LCDD task loss is {loss_v} at step {step + 1}; stopped. The last good checkpoint is "
                                  f"{latest_checkpoint(out_dir)}. Lower delta_lr (now {delta_lr}) or check the data.")
-    if world > 1: _average_grads([] if sharded else trainable[len(gates):], world, gates)   # FSDP averages ΔW's itself
-    r.s_ema = lcdd_update(gates, trainable, r.g_opt, r.d_opt if names else None, r.scaler, lam, rho, penalty_norm, r.s_ema)
+    if world > 1: _average_grads([] if sharded else trainable[len(r.gates):], world, r.gates)   # FSDP averages ΔW's itself
+    r.s_ema = lcdd_update(r.gates, trainable, r.g_opt, r.d_opt if r.names else None, r.scaler, lam, rho, penalty_norm, r.s_ema)
     if check: r.sp = carrier_sparsity(carrier)
     rec = r.ctrl.update(loss_v, sparsity=r.sp['weight'] if check else None)
     rec.update(weight_sparsity=r.sp['weight'], gate_sparsity=r.sp['gate'])
     r.hist.append(rec)
     if check and keep_best and rec['v'] is not None and rec['v'] <= 0 and r.ctrl.step > r.ctrl.warmup_steps \
        and (r.best is None or r.sp['weight'] > r.best['sparsity']):
-        r.best = dict(_snapshot(gates, deltas), sparsity=r.sp['weight'])
+        r.best = dict(_snapshot(r.gates, r.deltas), sparsity=r.sp['weight'])
     return rec, lam
 
 def _lcdd_plan(tok, rows, ctrl, mode, system, max_len, batch_size, epochs, max_steps, delta_lr, gate_lr, penalty_norm, keep_best, seed):
@@ -332,13 +332,13 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     carrier.to(acc.device)
     if ft is not None: ft.to(acc.device).eval()
     r = _lcdd_state(carrier, ctrl, mode, gate_lr, delta_lr, mixed_precision, acc)
-    _resume_lcdd(r, out_dir, fp, carrier, r.names, len(r.gates))
+    _resume_lcdd(r, out_dir, fp, carrier)
     rank, world = acc.process_index, acc.num_processes
     sharded = shard and world > 1
     if sharded:   # after resuming into the whole carrier; the gate logits stay whole
         _, r.d_opt = shard_for_training(carrier, r.d_opt, r.names, ignored_params=[g.logits for g in r.gates])
         r.deltas = [(n, p) for n, p in carrier.named_parameters() if n.endswith(('.delta', '.theta', '.delta_bias'))]
-    ckpt = lambda step: _save_lcdd(r, step, carrier, out_dir, fp, settings, r.names, r.gate_names, keep, sharded, acc)
+    ckpt = lambda step: _save_lcdd(r, step, carrier, out_dir, fp, settings, keep, sharded, acc)
     carrier.train()
     t0, r.sp = time.time(), carrier_sparsity(carrier)
     bar = tqdm(range(r.start, total), desc=f"lcdd[{mode}]", disable=not progress or r.start >= total or r.ctrl.stopped is not None, mininterval=2)
@@ -349,7 +349,7 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
         ep, b = divmod(step*world + rank, per_epoch)   # each process takes its own micro-batch of the global batch
         if ep != perm_ep: perm_ep, perm = ep, torch.randperm(len(enc), generator=torch.Generator().manual_seed(seed*100_003 + ep)).tolist()
         batch = {k: v.to(acc.device) for k, v in collate([enc[i] for i in perm[b*batch_size:(b+1)*batch_size]], pad).items()}
-        rec, lam = _lcdd_step(r, step, batch, carrier, ft, mode, world, sharded, r.gates, r.deltas, trainable, r.names, penalty_norm,
+        rec, lam = _lcdd_step(r, step, batch, carrier, ft, mode, world, sharded, trainable, penalty_norm,
                               (step + 1) % check_every == 0 or step + 1 == total, keep_best, out_dir, delta_lr)
         if step % 10 == 0: bar.set_postfix(loss=f"{rec['loss']:.4f}", lam=f"{lam:.3g}", sparsity=f"{r.sp['weight']:.3f}")
         if save_every and (step + 1) % save_every == 0 and step + 1 < total and not r.ctrl.stopped: ckpt(step + 1)
