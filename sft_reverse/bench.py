@@ -16,11 +16,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .carrier import make_carrier, perturbed, write_channels, FAMILIES, gated_names, layout_of
 from .store import save_json
-from .lcdd import lcdd_update, lcdd_params
+from .lcdd import lcdd_learner, lcdd_step, LCDDController
+from .sft import sft_step
 from .eraser import SoftTrigger, capture_writes, targets_from_ids, TriggerFit
 from .evals import generate_ids
 from .tiny import tiny_lab, set_threads
-from .learner import autocast, grad_scaler, check_mixed_precision, adamw
+from .learner import autocast, grad_scaler, check_mixed_precision, adamw, Learner
 
 # %% ../nbs/11_bench.ipynb #48175493
 SHAPES = {
@@ -66,38 +67,24 @@ def _sync(dev):
     if torch.device(dev).type == 'cuda': torch.cuda.synchronize()
 
 def lcdd_stepper(carrier, batch, delta_lr:float=2e-5, gate_lr:float=0.1, mixed_precision:str='no'):
-    "A function that runs one LCDD training step (joint mode) of `carrier` on `batch`."
+    "A function that runs one step of LCDD's learner (`lcdd_step`, joint mode, no sparsity check) on `batch`; returns the loss."
     dev = carrier.get_input_embeddings().weight.device
-    gates, deltas = lcdd_params(carrier, 'joint')
-    g_opt = torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0, foreach=True)
-    d_opt = adamw([p for _, p in deltas if p.requires_grad], lr=delta_lr)
-    trainable = [g.logits for g in gates] + [p for _, p in deltas if p.requires_grad]
-    state = dict(s_ema=None)
+    learn = lcdd_learner(carrier, LCDDController(), total=10**9, batches=None, gate_lr=gate_lr, delta_lr=delta_lr,
+                         mixed_precision=mixed_precision, device=dev, check_every=10**9)
     carrier.train()
-    scaler = grad_scaler(mixed_precision, dev)
-    def step():
-        with autocast(mixed_precision, dev): loss = carrier(**batch).loss.float()
-        g_opt.zero_grad(set_to_none=True); d_opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        state['s_ema'] = lcdd_update(gates, trainable, g_opt, d_opt, scaler, 1.0, 1.0, 'sensitivity', state['s_ema'])
-        return loss.item()
-    return step
+    return lambda: lcdd_step(learn, batch)['loss']
 
 def sft_stepper(model, batch, lr:float=2e-5, mixed_precision:str='no'):
-    "A function that runs one full-SFT step (AdamW on every gated matrix's weight) of `model` on `batch`."
+    "A function that runs one step of SFT's learner (`sft_step`: AdamW on every gated matrix's weight, constant lr) on `batch`; returns the loss. The yardstick leaves out gradient clipping, which LCDD's step does not do either."
     names = gated_names(model, layout_of(model))
     params = [p for n, p in model.named_parameters() if n in names]
     for p in model.parameters(): p.requires_grad_(False)
     for p in params: p.requires_grad_(True)
-    opt = adamw(params, lr=lr)
-    dev = model.get_input_embeddings().weight.device
-    scaler = grad_scaler(mixed_precision, dev)
+    learn = Learner(None, total=1, mixed_precision=mixed_precision, device=model.get_input_embeddings().weight.device, model=model,
+                    opt=adamw(params, lr=lr), params=params, world=1, backward=lambda loss: loss.backward(), grad_accum=1, lr=lr, warmup=0.0,
+                    clip=lambda params, max_norm: None)
     model.train()
-    def step():
-        with autocast(mixed_precision, dev): loss = model(**batch).loss.float()
-        opt.zero_grad(set_to_none=True); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-        return loss.item()
-    return step
+    return lambda: sft_step(learn, [batch])['loss']
 
 # %% ../nbs/11_bench.ipynb #fb5863f6
 class _IdTok:

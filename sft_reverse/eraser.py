@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from .carrier import write_channels, is_carrier, layout_of
 from .store import write_artifact, read_artifact, load_tensors, fingerprint
-from .learner import check_mixed_precision, autocast, grad_scaler, save_checkpoint, resume_checkpoint, latest_checkpoint
+from .learner import (check_mixed_precision, autocast, grad_scaler, save_checkpoint, resume_checkpoint, latest_checkpoint,
+                                 Learner, Progress, Checkpoint, CallEach, TrainMode, check_finite, StreamOrder, only_trainable)
 from .chat import encode_chat, collate, pad_id
 from .evals import eos_ids
 
@@ -227,9 +228,7 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
         if n + k + L > limit:
             raise ValueError(f"A prompt is {n} tokens; with {k} tail tokens and the {L}-token trigger it needs {n + k + L} positions, "
                              f"but the model has {limit}. Shorten the prompt (it starts {p[:60]!r}) or lower L or k.")
-    flags = {p: p.requires_grad for m in (carrier, base) for p in m.parameters()}
-    for p in flags: p.requires_grad_(False)
-    try:
+    with only_trainable(carrier, []), only_trainable(base, []):   # every weight frozen; the caller's flags come back after
         own = targets is None   # targets computed here are released once packed; a caller's are left as they are
         if own: targets = base_targets(base, tok, prompts, channels, k=k, system=system, progress=progress)
         return _fit_trigger(carrier, tok, trig, targets, cap, mode, steps, lr, batch_size, alpha, beta/m**2, seed, callback, progress,
@@ -237,8 +236,6 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
                                            alpha=alpha, beta=beta, k=k, R=R, units=units, emb_scale=m, R_abs=R*m, beta_abs=beta/m**2,
                                            sink_ratio=sink_ratio, mse_norm=mse_norm, seed=seed, system=system),
                             out_dir=out_dir, save_every=save_every, mixed_precision=mixed_precision, release_targets=own)
-    finally:
-        for p, f in flags.items(): p.requires_grad_(f)
 
 # %% ../nbs/07_eraser.ipynb #fb0bb6cf
 def _targets_fingerprint(settings, tg, channels) -> str:
@@ -306,25 +303,25 @@ class TriggerFit:
         self.packed = pack_targets(tg, self.keep, self.pad, dev)   # batches are gathered from it on the device
         self.decoder, self.head, self.emb = getattr(carrier, carrier.base_model_prefix), carrier.get_output_embeddings(), carrier.get_input_embeddings()
         self.g = torch.Generator().manual_seed(seed)
-        self.order, self.history, self.start = [], [], 0
+        self.batches = StreamOrder(len(self.packed['lens']), batch_size, self.g)
+        self.history, self.start = [], 0   # the history is appended to by the `Learner` that runs the steps
         self.fp = _targets_fingerprint(settings, tg, channels) if out_dir is not None else None
         if release_targets: tg['acts'] = tg['tail_logprobs'] = None   # the packed copy holds them; the per-sequence lists would double the memory
         st = resume_checkpoint(out_dir, self.fp, trig, self.opt, ['emb'], what='trigger training') if out_dir is not None else None
         if st:   # the trigger, Adam's moments, the batch order and the generator, as they were after step st['step']
-            self.start, self.order, self.history = st['step'], st['order'], st['history']
+            self.start, self.batches.order, self.history = st['step'], st['order'], st['history']
             self.g.set_state(torch.tensor(st['generator'], dtype=torch.uint8))
         self.n_steps = self.start
 
     def save(self):
         "Checkpoint the trigger, Adam, the batch order, the generator and the history after `n_steps` steps."
         save_checkpoint(self.out_dir, self.n_steps, {'emb': self.trig.emb.detach()}, self.opt, ['emb'],
-                        dict(fingerprint=self.fp, order=self.order, generator=self.g.get_state().tolist(), history=self.history))
+                        dict(fingerprint=self.fp, order=self.batches.order, generator=self.g.get_state().tolist(), history=self.history))
 
     def step(self) -> dict:
-        "One Adam step and one projection on the next batch; returns the step's record (also appended to `history`)."
+        "One Adam step and one projection on the next batch; returns the step's record."
         P, trig, dev, L = self.packed, self.trig, self.dev, self.trig.L
-        if len(self.order) < self.batch_size: self.order += torch.randperm(len(P['lens']), generator=self.g).tolist()
-        idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
+        idx = self.batches.next()
         T, K = max(P['lens'][i] for i in idx), max(P['tails'][i] for i in idx)   # the batch's length and longest tail, known on the host
         ix = torch.tensor(idx, device=P['device'])   # the step's one upload: its row numbers; the rest is gathered where the targets live
         r, m = torch.arange(K, device=P['device']), P['meta'][ix]
@@ -350,30 +347,21 @@ class TriggerFit:
         loss = mse + self.alpha*kl + self.beta*l2
         self.opt.zero_grad(set_to_none=True); self.scaler.scale(loss).backward()
         vals = torch.stack([loss, mse, kl, l2]).detach().tolist()   # the step's one host sync: the record and the finiteness check
-        if not math.isfinite(vals[0]):   # checked before the update, so the trigger keeps its last finite value
-            ck = latest_checkpoint(self.out_dir) if self.out_dir is not None else None
-            raise FloatingPointError(f"Trigger loss is {vals[0]} at step {self.n_steps + 1}; stopped. " + (f"The last good checkpoint is {ck}. " if ck else '')
-                                     + f"Lower lr (now {self.lr}) or check the prompts.")
+        check_finite(vals[0], 'Trigger loss', self.n_steps + 1, self.out_dir, f"Lower lr (now {self.lr}) or check the prompts.")   # before the update
         self.scaler.step(self.opt); self.scaler.update(); trig.project_()
         self.n_steps += 1
-        rec = dict(step=self.n_steps, **dict(zip(('loss', 'mse', 'kl', 'l2'), vals)))
-        self.history.append(rec)
-        return rec
+        return dict(step=self.n_steps, **dict(zip(('loss', 'mse', 'kl', 'l2'), vals)))
 
 def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress, channels, settings,
                  out_dir=None, save_every=None, mixed_precision='no', release_targets=False):
     fit = TriggerFit(carrier, tok, trig, tg, cap, mode, lr, batch_size, alpha, beta, seed, channels, settings, out_dir, mixed_precision, release_targets)
-    was = carrier.training; carrier.eval()
-    t0 = time.time()
-    bar = tqdm(range(fit.start, steps), desc=f'trigger[{mode}]', disable=not progress, mininterval=2)
-    for step in bar:
-        rec = fit.step()
-        if step % 20 == 0: bar.set_postfix(mse=f"{rec['mse']:.4f}", kl=f"{rec['kl']:.4f}")
-        if callback: callback(rec)
-        if out_dir is not None and ((step + 1) % (save_every or steps) == 0 or step + 1 == steps): fit.save()
-    carrier.train(was)
+    cbs = [Progress(f'trigger[{mode}]', show=lambda l: dict(mse=f"{l.record['mse']:.4f}", kl=f"{l.record['kl']:.4f}"), every=20, enabled=progress),
+           TrainMode(carrier, train=False)]   # the carrier is frozen: eval mode, as it will be used
+    if out_dir is not None: cbs.append(Checkpoint(lambda n: fit.save(), save_every or steps))
+    if callback: cbs.append(CallEach(callback))
+    learn = Learner(lambda l: fit.step(), steps, fit.start, cbs, history=fit.history).fit()
     n_sink = sum(int((~k).sum()) for k in fit.keep)
-    return dict(trigger=trig.cpu(), history=fit.history, seconds=round(time.time() - t0, 2), channels=channels, settings=settings,
+    return dict(trigger=trig.cpu(), history=learn.history, seconds=learn.seconds, channels=channels, settings=settings,
                 mse_scale=fit.scale, sink_positions=n_sink, positions=sum(len(k) for k in fit.keep))
 
 

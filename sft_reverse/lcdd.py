@@ -4,23 +4,23 @@
 
 # %% auto #0
 __all__ = ['PENALTY_NORMS', 'MODES', 'PAPER_LCDD', 'TINY_LCDD', 'REAL_LCDD', 'LCDD_PRESETS', 'LCDDController', 'lcdd_update',
-           'lcdd_params', 'shard_carrier', 'lcdd', 'lcdd_preset', 'plot_lcdd']
+           'lcdd_params', 'shard_carrier', 'lcdd_step', 'KeepBest', 'StopWhenController', 'lcdd_learner', 'lcdd',
+           'lcdd_preset', 'plot_lcdd']
 
 # %% ../nbs/06_lcdd.ipynb #cde254be
 import copy, json, math, os, shutil, tempfile, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
-from tqdm.auto import tqdm
 
 from .carrier import make_carrier, carrier_sparsity, merge_carrier, plot_open_channels, GROUPS, is_carrier
 from .chat import encode_chat, collate, pad_id
 from .gates import flat_of
 from .store import save_json, save_tensors, load_tensors
 from .learner import (latest_checkpoint, save_checkpoint, resume_checkpoint, data_fingerprint, token_share, global_mean, check_mixed_precision,
-                                 autocast, grad_scaler, adamw, whole, assign_whole, shard_model, shard_for_training)
+                                 autocast, grad_scaler, adamw, whole, assign_whole, shard_model, shard_for_training,
+                                 Learner, Callback, CancelFit, Progress, Checkpoint, CallEach, TrainMode, check_finite, EpochOrder)
 
 # %% ../nbs/06_lcdd.ipynb #f275e8b0
 @dataclass
@@ -211,12 +211,12 @@ def _check_lcdd(carrier, rows, mode, ft, penalty_norm, shard, mixed_precision, *
         if not v > 0: raise ValueError(f"{k} must be > 0, got {v}.")
 
 def _resume_lcdd(r, out_dir, fp, carrier):
-    "Load the newest checkpoint into the carrier and AdamW, and its controller, history, sensitivity EMA and best state into `r`."
+    "Load the newest checkpoint into the carrier and AdamW, and its controller, history, sensitivity EMA and best state into the learner `r`."
     st = resume_checkpoint(out_dir, fp, carrier, r.d_opt, r.names, what='LCDD run')
     if st is None: return
     ck = st['path']
     r.ctrl = LCDDController.from_state(st['controller'])
-    r.start, r.hist, r.s_ema = st['step'], st['history'], st['s_ema']
+    r.resume_at(st['step'], st['history']); r.s_ema = st['s_ema']
     if (ck/'best.safetensors').exists():
         b = load_tensors(ck/'best.safetensors')
         r.best = dict(logits=[b[f"logits.{i}"] for i in range(len(r.gates))], deltas=[b[f"delta.{i}"] for i in range(len(r.names))],
@@ -227,7 +227,7 @@ def _save_lcdd(r, step, carrier, out_dir, fp, settings, keep, sharded, acc):
     if out_dir is None or not (sharded or acc.is_main_process): return
     tr = {n: p.detach() for n, p in carrier.named_parameters() if n in set(r.gate_names) | set(r.names)}
     d = save_checkpoint(out_dir, step, tr, r.d_opt, r.names or ['_unused'],
-                        dict(fingerprint=fp, settings=settings, history=r.hist, controller=r.ctrl.state_dict(),
+                        dict(fingerprint=fp, settings=settings, history=r.history, controller=r.ctrl.state_dict(),
                              s_ema=float(r.s_ema) or None if r.s_ema is not None else None,
                              best_sparsity=None if r.best is None else r.best['sparsity']), keep=keep,
                         gather=whole if sharded else None, write=acc.is_main_process)
@@ -242,27 +242,42 @@ def _task_loss(carrier, ft, batch, mode):
     q_logits = carrier(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits
     return _response_kl(p_logits, q_logits, batch['labels'])
 
-def _lcdd_step(r, step, batch, carrier, ft, mode, world, sharded, trainable, penalty_norm, check, keep_best, out_dir, delta_lr):
-    "One LCDD step: task loss, backward, the gate and ΔW update, the controller; appends and returns the step's record."
-    lam, rho = r.ctrl.lam, r.ctrl.rho()
-    with autocast(r.mixed_precision, r.device): loss = _task_loss(carrier, ft, batch, mode)
+def lcdd_step(r, # an LCDD `Learner` (`lcdd_learner`)
+              batch) -> dict:
+    "One LCDD step: task loss, backward, the gate and ΔW update, the controller; returns the step's record."
+    lam, rho, world = r.ctrl.lam, r.ctrl.rho(), r.world
+    r.checked = (r.i + 1) % r.check_every == 0 or r.i + 1 == r.total   # a sparsity check (and a chance to keep the best) this step
+    with r.autocast(): loss = _task_loss(r.carrier, r.ft, batch, r.mode)
     if world > 1: loss = loss*token_share(batch['labels'], world)   # the global token mean, once gradients are averaged
     r.g_opt.zero_grad(set_to_none=True); r.d_opt.zero_grad(set_to_none=True)
     r.backward(r.scaler.scale(loss))
     loss_v = global_mean(loss.detach(), world) if world > 1 else loss.item()   # the step's one host sync; checked before the update
-    if not math.isfinite(loss_v):
-        raise FloatingPointError(f"LCDD task loss is {loss_v} at step {step + 1}; stopped. The last good checkpoint is "
-                                 f"{latest_checkpoint(out_dir)}. Lower delta_lr (now {delta_lr}) or check the data.")
-    if world > 1: _average_grads([] if sharded else trainable[len(r.gates):], world, r.gates)   # FSDP averages ΔW's itself
-    r.s_ema = lcdd_update(r.gates, trainable, r.g_opt, r.d_opt if r.names else None, r.scaler, lam, rho, penalty_norm, r.s_ema)
-    if check: r.sp = carrier_sparsity(carrier)
-    rec = r.ctrl.update(loss_v, sparsity=r.sp['weight'] if check else None)
+    check_finite(loss_v, 'LCDD task loss', r.i + 1, r.out_dir, f"Lower delta_lr (now {r.delta_lr}) or check the data.")
+    if world > 1: _average_grads([] if r.sharded else r.trainable[len(r.gates):], world, r.gates)   # FSDP averages ΔW's itself
+    r.s_ema = lcdd_update(r.gates, r.trainable, r.g_opt, r.d_opt if r.names else None, r.scaler, lam, rho, r.penalty_norm, r.s_ema)
+    if r.checked: r.sp = carrier_sparsity(r.carrier)
+    rec = r.ctrl.update(loss_v, sparsity=r.sp['weight'] if r.checked else None)
     rec.update(weight_sparsity=r.sp['weight'], gate_sparsity=r.sp['gate'])
-    r.hist.append(rec)
-    if check and keep_best and rec['v'] is not None and rec['v'] <= 0 and r.ctrl.step > r.ctrl.warmup_steps \
-       and (r.best is None or r.sp['weight'] > r.best['sparsity']):
-        r.best = dict(_snapshot(r.gates, r.deltas), sparsity=r.sp['weight'])
-    return rec, lam
+    r.lam_used = lam
+    return rec
+
+class KeepBest(Callback):
+    "Keep a CPU copy of the sparsest in-budget state seen at a sparsity check (past warmup); restore it if the run ends over budget."
+    order = 15   # before the checkpoint, which saves the best state too
+    def after_step(self, r):
+        rec = r.record
+        if r.checked and rec['v'] is not None and rec['v'] <= 0 and r.ctrl.step > r.ctrl.warmup_steps \
+           and (r.best is None or r.sp['weight'] > r.best['sparsity']):
+            r.best = dict(_snapshot(r.gates, r.deltas), sparsity=r.sp['weight'])
+    def after_fit(self, r):
+        last_v = r.history[-1]['v'] if r.history else None
+        if r.best is not None and r.start < r.total and (r.ctrl.stopped == 'breach' or (last_v is not None and last_v > 0)):
+            _restore(r.best, r.gates, r.deltas); r.restored = True
+
+class StopWhenController(Callback):
+    "Early stopping: end the run before a step once the controller has stopped (sparsity stalled, or the budget breached)."
+    def before_step(self, r):
+        if r.ctrl.stopped: raise CancelFit
 
 def _lcdd_plan(tok, rows, ctrl, mode, system, max_len, batch_size, epochs, max_steps, delta_lr, gate_lr, penalty_norm, keep_best, seed):
     "The encoded rows, steps per epoch, total steps, the settings a checkpoint must match, and their fingerprint."
@@ -274,27 +289,27 @@ def _lcdd_plan(tok, rows, ctrl, mode, system, max_len, batch_size, epochs, max_s
                     keep_best=keep_best, seed=seed, system=system)
     return enc, per_epoch, total, settings, data_fingerprint(settings, enc)
 
-def _lcdd_state(carrier, ctrl, mode, gate_lr, delta_lr, mixed_precision, acc):
-    "The run's mutable state: controller, history, optimizers (SGD on the gates, AdamW on ΔW), loss scaler, best snapshot."
+def lcdd_learner(carrier, # a carrier; its gates (and ΔW in the 'joint' mode) train
+                 ctrl, # an `LCDDController`
+                 total:int, # the planned number of steps
+                 batches, # batches(learn): the batch of step learn.i
+                 mode:str='joint', gate_lr:float=0.1, delta_lr:float=2e-5, mixed_precision:str='no', device='cpu',
+                 cbs=(), **state) -> Learner:
+    "A `Learner` whose step is `lcdd_step`: SGD on the gate logits, AdamW on ΔW, the controller; `state` overrides its defaults (ft, world, check_every, ...)."
     gates, deltas = lcdd_params(carrier, mode)
-    r = SimpleNamespace(ctrl=ctrl, start=0, hist=[], s_ema=None, best=None, device=acc.device, mixed_precision=mixed_precision, backward=acc.backward,
-                        gates=gates, deltas=deltas, names=[n for n, p in deltas if p.requires_grad],
-                        gate_names=[n for n, _ in carrier.named_parameters() if n.endswith('.logits')],
-                        g_opt=torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0, foreach=True),
-                        scaler=grad_scaler(mixed_precision, acc.device))
+    r = Learner(lambda l: lcdd_step(l, batches(l)), total, 0, cbs, mixed_precision, device, carrier=carrier, ctrl=ctrl, mode=mode, ft=None,
+                s_ema=None, best=None, restored=False, world=1, sharded=False, backward=lambda loss: loss.backward(),
+                penalty_norm='sensitivity', check_every=50, delta_lr=delta_lr, gates=gates, deltas=deltas,
+                names=[n for n, p in deltas if p.requires_grad], gate_names=[n for n, _ in carrier.named_parameters() if n.endswith('.logits')],
+                g_opt=torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0, foreach=True))
     r.d_opt = adamw([p for _, p in deltas if p.requires_grad] or [torch.nn.Parameter(torch.zeros(1))], lr=delta_lr)
+    r.__dict__.update(state)
+    r.trainable, r.sp = [g.logits for g in gates] + [p for _, p in deltas if p.requires_grad], carrier_sparsity(carrier)
     return r
 
-def _lcdd_finish(r, carrier, keep_best, total, ckpt, sharded, t0) -> dict:
-    "End a run: restore the best in-budget state if it ended over budget, write the last checkpoint, and report."
-    restored = False
-    last_v = r.hist[-1]['v'] if r.hist else None
-    if keep_best and r.best is not None and r.start < total and (r.ctrl.stopped == 'breach' or (last_v is not None and last_v > 0)):
-        _restore(r.best, r.gates, r.deltas); restored = True
-    if r.start < total and (not r.hist or r.hist[-1]['step'] > r.start): ckpt(r.ctrl.step)
-    carrier.eval()
-    return dict(history=r.hist, sharded=sharded, stopped=r.ctrl.stopped or 'max_steps', restored_best=restored, eps=r.ctrl.eps,
-                eps_capped=r.ctrl.eps_capped, steps=r.ctrl.step, seconds=round(time.time() - t0, 2), sparsity=carrier_sparsity(carrier))
+def _lcdd_report(r, carrier) -> dict:
+    return dict(history=r.history, sharded=r.sharded, stopped=r.ctrl.stopped or 'max_steps', restored_best=r.restored, eps=r.ctrl.eps,
+                eps_capped=r.ctrl.eps_capped, steps=r.ctrl.step, seconds=r.seconds, sparsity=carrier_sparsity(carrier))
 
 def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
          tok, # the tokenizer
@@ -331,30 +346,23 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     acc = Accelerator(cpu=not torch.cuda.is_available())
     carrier.to(acc.device)
     if ft is not None: ft.to(acc.device).eval()
-    r = _lcdd_state(carrier, ctrl, mode, gate_lr, delta_lr, mixed_precision, acc)
-    _resume_lcdd(r, out_dir, fp, carrier)
-    rank, world = acc.process_index, acc.num_processes
+    rank, world, order = acc.process_index, acc.num_processes, EpochOrder(len(enc), batch_size, seed)
     sharded = shard and world > 1
+    batches = lambda r: {k: v.to(acc.device) for k, v in collate([enc[i] for i in order(r.i*world + rank)], pad).items()}
+    ckpt = lambda step: _save_lcdd(r, step, carrier, out_dir, fp, settings, keep, sharded, acc)
+    cbs = [StopWhenController(), Progress(f"lcdd[{mode}]", enabled=lambda r: progress and r.ctrl.stopped is None,
+                                          show=lambda r: dict(loss=f"{r.record['loss']:.4f}", lam=f"{r.lam_used:.3g}", sparsity=f"{r.sp['weight']:.3f}")),
+           Checkpoint(ckpt, save_every, skip=lambda r: r.ctrl.stopped), TrainMode(carrier, after=False)]
+    r = lcdd_learner(carrier, ctrl, total, batches, mode, gate_lr, delta_lr, mixed_precision, acc.device,
+                     cbs + ([KeepBest()] if keep_best else []) + ([CallEach(callback)] if callback else []),
+                     ft=ft, world=world, sharded=sharded, backward=acc.backward, penalty_norm=penalty_norm, check_every=check_every, out_dir=out_dir)
+    _resume_lcdd(r, out_dir, fp, carrier)
     if sharded:   # after resuming into the whole carrier; the gate logits stay whole
         _, r.d_opt = shard_for_training(carrier, r.d_opt, r.names, ignored_params=[g.logits for g in r.gates])
         r.deltas = [(n, p) for n, p in carrier.named_parameters() if n.endswith(('.delta', '.theta', '.delta_bias'))]
-    ckpt = lambda step: _save_lcdd(r, step, carrier, out_dir, fp, settings, keep, sharded, acc)
-    carrier.train()
-    t0, r.sp = time.time(), carrier_sparsity(carrier)
-    bar = tqdm(range(r.start, total), desc=f"lcdd[{mode}]", disable=not progress or r.start >= total or r.ctrl.stopped is not None, mininterval=2)
-    perm_ep, perm = None, None
-    trainable = [g.logits for g in r.gates] + [p for _, p in r.deltas if p.requires_grad]
-    for step in bar:
-        if r.ctrl.stopped: break
-        ep, b = divmod(step*world + rank, per_epoch)   # each process takes its own micro-batch of the global batch
-        if ep != perm_ep: perm_ep, perm = ep, torch.randperm(len(enc), generator=torch.Generator().manual_seed(seed*100_003 + ep)).tolist()
-        batch = {k: v.to(acc.device) for k, v in collate([enc[i] for i in perm[b*batch_size:(b+1)*batch_size]], pad).items()}
-        rec, lam = _lcdd_step(r, step, batch, carrier, ft, mode, world, sharded, trainable, penalty_norm,
-                              (step + 1) % check_every == 0 or step + 1 == total, keep_best, out_dir, delta_lr)
-        if step % 10 == 0: bar.set_postfix(loss=f"{rec['loss']:.4f}", lam=f"{lam:.3g}", sparsity=f"{r.sp['weight']:.3f}")
-        if save_every and (step + 1) % save_every == 0 and step + 1 < total and not r.ctrl.stopped: ckpt(step + 1)
-        if callback: callback(rec)
-    return _lcdd_finish(r, carrier, keep_best, total, ckpt, sharded, t0)
+        r.trainable = [g.logits for g in r.gates] + [p for _, p in r.deltas if p.requires_grad]
+    r.fit()
+    return _lcdd_report(r, carrier)
 
 _STATE = ('step', 'lam', 'ema', 'ema0', 'eps', 'eps_capped', 'last_sparsity', 'stall', 'breach', 'stopped')
 

@@ -4,14 +4,16 @@
 
 # %% auto #0
 __all__ = ['MIXED_PRECISION', 'lr_at', 'adamw', 'check_mixed_precision', 'autocast', 'grad_scaler', 'save_checkpoint',
-           'latest_checkpoint', 'resume_checkpoint', 'data_fingerprint', 'whole', 'assign_whole', 'shard_model',
-           'shard_for_training', 'move_opt_state', 'token_share', 'global_mean']
+           'latest_checkpoint', 'resume_checkpoint', 'data_fingerprint', 'CancelFit', 'Callback', 'Learner', 'Progress',
+           'Checkpoint', 'CallEach', 'TrainMode', 'check_finite', 'EpochOrder', 'StreamOrder', 'only_trainable',
+           'whole', 'assign_whole', 'shard_model', 'shard_for_training', 'move_opt_state', 'token_share', 'global_mean']
 
 # %% ../nbs/03b_learner.ipynb #17c2f2cf
-import contextlib, json, math, shutil
+import contextlib, json, math, shutil, time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .store import save_json, save_tensors, load_tensors, atomic_dir, fingerprint
 
@@ -116,6 +118,134 @@ def resume_checkpoint(out_dir, fingerprint:str, model, opt, names:list, what:str
 def data_fingerprint(settings:dict, enc:list) -> str:
     "What a training checkpoint must agree with: the settings and every encoded row's token ids and labels."
     return fingerprint(settings, *(str(e[k]) for e in enc for k in ('input_ids', 'labels')))
+
+# %% ../nbs/03b_learner.ipynb #caa717b5
+class CancelFit(Exception):
+    "Raise in a callback or a step to end `Learner.fit` early (early stopping); `after_fit` still runs."
+
+class Callback:
+    "A hook on a `Learner`: a method per event it handles (`before_fit`, `before_step`, `after_step`, `after_fit`, `cleanup_fit`); lower `order` runs first."
+    order = 0
+
+class Learner:
+    "One training loop: `fit` runs `step_fn(learn)` for steps `start`..`total`-1 and calls its callbacks' events around them."
+    def __init__(self, step_fn, # step_fn(learn) takes step `learn.i` and returns its record
+                 total:int, # the step a full run ends at
+                 start:int=0, # steps already done (a resumed run)
+                 cbs=(), # `Callback`s
+                 mixed_precision:str='no', device='cpu', # autocast and fp16 loss scaling (`learn.autocast()`, `learn.scaler`)
+                 **state): # whatever the step and the callbacks share, kept as attributes
+        self.step_fn, self.total, self.start = step_fn, total, start
+        self.cbs = sorted(cbs, key=lambda c: c.order)
+        self.mixed_precision, self.device = mixed_precision, device
+        self.scaler = grad_scaler(mixed_precision, device)
+        self.i = self.n = start; self.record, self.out_dir, self.history = None, None, []
+        self.__dict__.update(state)
+
+    def resume_at(self, start:int, history:list):
+        "Continue a run that a checkpoint left after `start` steps with these records."
+        self.start = self.i = self.n = start; self.history = list(history)
+
+    def autocast(self): return autocast(self.mixed_precision, self.device)
+
+    def __call__(self, event:str):
+        for cb in self.cbs:
+            if hasattr(cb, event): getattr(cb, event)(self)
+
+    def fit(self):
+        "Take the steps; returns the learner, with `n` the steps done and `seconds` this fit's wall time."
+        t0 = time.time()
+        try:
+            self('before_fit')
+            try:
+                for self.i in range(self.start, self.total):
+                    self('before_step')
+                    self.record = self.step_fn(self)
+                    self.n = self.i + 1; self.history.append(self.record)
+                    self('after_step')
+            except CancelFit: pass
+            self('after_fit')
+        finally:
+            self.seconds = round(time.time() - t0, 2)
+            self('cleanup_fit')
+        return self
+
+# %% ../nbs/03b_learner.ipynb #bd9c6630
+class Progress(Callback):
+    "A progress bar over the steps; every `every` steps its postfix is `show(learn)` (a dict), when given. `enabled` may be a function of the learner."
+    order = 10
+    def __init__(self, desc:str, show=None, every:int=10, enabled=True):
+        self.desc, self.show, self.every, self.enabled = desc, show, every, enabled
+    def before_fit(self, learn):
+        self.bar = tqdm(total=learn.total, initial=learn.start, desc=self.desc, mininterval=2,
+                        disable=not (self.enabled(learn) if callable(self.enabled) else self.enabled) or learn.start >= learn.total)
+    def after_step(self, learn):
+        self.bar.update(1)
+        if self.show is not None and learn.i % self.every == 0: self.bar.set_postfix(**self.show(learn))
+    def cleanup_fit(self, learn): self.bar.close()
+
+class Checkpoint(Callback):
+    "Call `save(n)` after every `every` steps (not at the last: the end of the run saves that) and at the end of a fit that took steps; `skip(learn)` vetoes a periodic save."
+    order = 20
+    def __init__(self, save, every:int|None=None, skip=None): self.save, self.every, self.skip = save, every, skip
+    def after_step(self, learn):
+        if self.every and learn.n % self.every == 0 and learn.n < learn.total and not (self.skip and self.skip(learn)): self.save(learn.n)
+    def after_fit(self, learn):
+        if learn.n > learn.start: self.save(learn.n)
+
+class CallEach(Callback):
+    "Call a user's `fn(*args(learn))` after each step (default: fn(record))."
+    order = 30
+    def __init__(self, fn, args=None): self.fn, self.args = fn, args or (lambda learn: (learn.record,))
+    def after_step(self, learn): self.fn(*self.args(learn))
+
+class TrainMode(Callback):
+    "Put `model` in training mode (`train`) for the run; at its end set `after`, or restore the mode it had."
+    order = 40
+    def __init__(self, model, train:bool=True, after:bool|None=None): self.model, self.train, self.after = model, train, after
+    def before_fit(self, learn): self.was = self.model.training; self.model.train(self.train)
+    def after_fit(self, learn): self.model.train(self.was if self.after is None else self.after)
+    cleanup_fit = after_fit
+
+# %% ../nbs/03b_learner.ipynb #e3c5cc94
+def check_finite(v:float, what:str, step:int, out_dir=None, hint:str=''):
+    "Raise FloatingPointError if `v`, the loss `what` at (1-based) `step`, is not finite: nothing of the step was applied; the message names the newest checkpoint in `out_dir` and what to try (`hint`)."
+    if math.isfinite(v): return
+    ck = latest_checkpoint(out_dir)
+    raise FloatingPointError(f"{what} is {v} at step {step}; stopped, and nothing of this step was applied. "
+                             + (f"The last good checkpoint is {ck}. " if ck is not None else "No checkpoint was written yet. ") + hint)
+
+# %% ../nbs/03b_learner.ipynb #c0b9884e
+class EpochOrder:
+    "Micro-batch `m` of a seeded shuffle per epoch: rows of epoch m // per_epoch, shuffled by seed*100003 + epoch."
+    def __init__(self, n:int, batch_size:int, seed:int=0):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch, self.epoch, self.perm = math.ceil(n/batch_size), None, None
+    def __call__(self, m:int) -> list:
+        ep, b = divmod(m, self.per_epoch)
+        if ep != self.epoch: self.epoch, self.perm = ep, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed*100_003 + ep)).tolist()
+        return self.perm[b*self.batch_size:(b + 1)*self.batch_size]
+
+class StreamOrder:
+    "Batches taken in turn from shuffles drawn one after another from `generator`; `order` is the unused rest, saved with the generator to resume."
+    def __init__(self, n:int, batch_size:int, generator, order=None):
+        self.n, self.batch_size, self.g, self.order = n, batch_size, generator, list(order or [])
+    def next(self) -> list:
+        if len(self.order) < self.batch_size: self.order += torch.randperm(self.n, generator=self.g).tolist()
+        idx, self.order = self.order[:self.batch_size], self.order[self.batch_size:]
+        return idx
+
+# %% ../nbs/03b_learner.ipynb #a719610b
+@contextlib.contextmanager
+def only_trainable(model, params):
+    "Within the block, only `params` of `model` require gradients; every parameter's flag is restored after it."
+    flags = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for p in model.parameters(): p.requires_grad_(False)
+        for p in params: p.requires_grad_(True)
+        yield
+    finally:
+        for p, f in flags.items(): p.requires_grad_(f)
 
 # %% ../nbs/03b_learner.ipynb #dd7cebce
 def whole(t):

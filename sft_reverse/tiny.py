@@ -14,9 +14,9 @@ import hashlib, json, math, os, random, re, sys, time
 from pathlib import Path
 
 import torch, transformers
-from tqdm.auto import tqdm
 
 from .store import save_json, write_text, atomic_dir, fingerprint, file_lock, repo_root
+from .learner import Learner, Progress, TrainMode, StreamOrder, check_finite
 _all_ = ['repo_root']   # moved to store; importable from here for one release
 from .data import REFUSALS, row_prompt
 
@@ -379,24 +379,18 @@ def pretrain(model, tok, texts, steps:int=600, batch_size:int=32, lr:float=2e-3,
     "Train `model` on `texts` with the loss on every token; returns the loss history."
     if not texts: raise ValueError("pretrain needs at least one text.")
     enc = [tok(t, add_special_tokens=False)['input_ids'] for t in texts]
-    g = torch.Generator().manual_seed(seed)
+    order = StreamOrder(len(enc), batch_size, torch.Generator().manual_seed(seed))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s+1)/warmup) * 0.5*(1 + math.cos(math.pi*min(s, steps)/steps)))
-    model.train()
-    order, hist = [], []
-    bar = tqdm(range(steps), desc='pretrain', disable=not progress, mininterval=2)
-    for step in bar:
-        if len(order) < batch_size: order += torch.randperm(len(enc), generator=g).tolist()
-        idx, order = order[:batch_size], order[batch_size:]
-        loss = model(**_batch([enc[i] for i in idx], tok.pad_token_id)).loss
-        if not torch.isfinite(loss): raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step}; lower lr (now {lr}).")
+    def step(learn):
+        loss = model(**_batch([enc[i] for i in order.next()], tok.pad_token_id)).loss
+        check_finite(loss.item(), 'The pretraining loss', learn.i + 1, hint=f"Lower lr (now {lr}).")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        hist.append(loss.item())
-        if step % 20 == 0: bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
-    return hist
+        return loss.item()
+    cbs = [Progress('pretrain', show=lambda l: dict(loss=f"{l.record:.3f}"), every=20, enabled=progress), TrainMode(model, after=False)]
+    return Learner(step, steps, cbs=cbs).fit().history
 
 # %% ../nbs/04_tiny.ipynb #d7c68c3c
 # 2: per-family weight seeds and a 24-token Mistral window, so the Llama and Mistral labs differ
