@@ -180,6 +180,7 @@ class eval_mode:
     def __enter__(self): self.was = self.model.training; self.model.eval()
     def __exit__(self, *exc): self.model.train(self.was)
 
+# %% ../nbs/03a_chat.ipynb #0a9fc928
 def generate(model, # a causal LM (Hugging Face, or a carrier)
              tok, # its tokenizer
              prompts:list, # user turns

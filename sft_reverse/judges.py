@@ -31,6 +31,7 @@ def _share(xs) -> float|None:
     v = [x for x in xs if x is not None]
     return sum(v) / len(v) if v else None
 
+# %% ../nbs/08a_judges.ipynb #fd25cd38
 class KeywordRefusalJudge:
     "The offline refusal judge: `is_refusal` on each response."
     def __init__(self, patterns=REFUSAL_PATTERNS, rules:bool=True):

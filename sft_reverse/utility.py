@@ -169,6 +169,7 @@ def _truncate(pairs:list, room:int|None) -> tuple:
                                                                f"room for its context in {room} positions; raise max_len.")
     return [(c[len(c) + len(x) - room:] if len(c) + len(x) > room else c, x) for c, x in pairs], True
 
+# %% ../nbs/08b_utility.ipynb #24300d07
 def mcq_accuracy(model, # a causal LM
                  tok, # its tokenizer
                  rows:list, # MMLU-format or HellaSwag-format rows
