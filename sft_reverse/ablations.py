@@ -15,9 +15,11 @@ from .carrier import load_carrier
 from .store import save_json, stage_done, mark_done, fingerprint
 from .data import load_task
 from .eraser import train_trigger, save_trigger, load_trigger
-from .evals import generate, kl_metrics
-from .experiment import (RunConfig, run, resolve, load_model, condition_metrics, utility_metrics,
-                                    load_sft_dir, resolve_device, log_stage, fmt_pct, HEADLINE, CONDITIONS)
+from .chat import generate
+from .evals import kl_metrics
+from .config import RunConfig, resolve, load_model, resolve_device, CONDITIONS
+from .pipeline import run, condition_metrics, utility_metrics, load_sft_dir, log_stage
+from .reports import fmt_pct, HEADLINE
 
 # %% ../nbs/10_ablations.ipynb #87953523
 _UTIL_KEYS = ('facts', 'mmlu', 'hellaswag')
