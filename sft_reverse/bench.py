@@ -19,7 +19,7 @@ from .store import save_json
 from .lcdd import lcdd_learner, lcdd_step, LCDDController
 from .sft import sft_step
 from .eraser import SoftTrigger, capture_writes, targets_from_ids, TriggerFit
-from .evals import generate_ids
+from .chat import generate_ids
 from .tiny import tiny_lab, set_threads
 from .learner import autocast, grad_scaler, check_mixed_precision, adamw, Learner
 

@@ -21,7 +21,7 @@ from .store import write_artifact, read_artifact, load_tensors, fingerprint
 from .learner import (check_mixed_precision, autocast, grad_scaler, save_checkpoint, resume_checkpoint, latest_checkpoint,
                                  Learner, Progress, Checkpoint, CallEach, TrainMode, check_finite, StreamOrder, only_trainable)
 from .chat import encode_chat, collate, pad_id
-from .evals import eos_ids
+from .chat import eos_ids
 
 # %% ../nbs/07_eraser.ipynb #3cd1f6c3
 class SoftTrigger(nn.Module):
