@@ -46,6 +46,7 @@ def _triggered(ctx, model, trig):
 
 STRUCTURAL = (('lcdd', 'circuit'), ('lcdd', 'output'), ('sft', 'circuit'), ('sft', 'output'))
 
+# %% ../nbs/10_ablations.ipynb #1f90e559
 def structural_ablation(cfg:RunConfig|dict|str|None=None, progress:bool=True) -> dict:
     "Table 4: LCDD and SFT models, each with a circuit and an output-only trigger; returns (and saves) the rows."
     cfg = cfg if isinstance(cfg, RunConfig) else RunConfig() if cfg is None else RunConfig.load(cfg) if isinstance(cfg, (str, Path)) else RunConfig.from_dict(cfg)

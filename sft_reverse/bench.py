@@ -125,6 +125,7 @@ def eraser_steppers(carrier, base, batch:int, seq:int, k:int=8, L:int=20, seed:i
         e.grad = None
     return frozen(cached), frozen(uncached), frozen(fwd_bwd)
 
+# %% ../nbs/11_bench.ipynb #6ecbf5a0
 def gen_stepper(model, batch:int, prompt_len:int=32, new_tokens:int=32, seed:int=0):
     "A function that generates `new_tokens` greedily for `batch` random prompts; returns the tokens it generated."
     V = model.get_input_embeddings().weight.shape[0]

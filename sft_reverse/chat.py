@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PLAIN_TEMPLATE', 'PLAIN_SYSTEM', 'has_chat_template', 'prompt_text', 'encode_chat', 'encode_rows', 'collate',
            'pad_id', 'check_trigger', 'prepend_trigger', 'eos_ids', 'as_texts', 'eval_mode', 'generate', 'generate_ids',
-           'forward_accepts', 'response_logprobs', 'response_token_logprobs']
+           'forward_accepts', 'response_logprobs', 'response_token_logprobs', 'token_kl']
 
 # %% ../nbs/03a_chat.ipynb #4d190d31
 import inspect
@@ -117,27 +117,38 @@ def pad_id(tok) -> int:
     return pid
 
 # %% ../nbs/03a_chat.ipynb #62dc72ec
-def check_trigger(model, trigger) -> torch.Tensor:
-    "`trigger` as a tensor of the model's embedding dtype and device, after checking its shape."
+def check_trigger(model, trigger, detach:bool=True) -> torch.Tensor:
+    "`trigger` as a tensor of the model's embedding dtype and device, after checking its shape; `detach=False` keeps its gradient (training)."
     emb = model.get_input_embeddings().weight
     if not torch.is_tensor(trigger) or trigger.ndim != 2 or trigger.shape[1] != emb.shape[1]:
         got = tuple(trigger.shape) if torch.is_tensor(trigger) else type(trigger).__name__
         raise ValueError(f"A trigger must be an (L, d) tensor of input embeddings with d = {emb.shape[1]} (the model's "
                          f"embedding size); got {got}.")
-    return trigger.detach().to(device=emb.device, dtype=emb.dtype)
+    return (trigger.detach() if detach else trigger).to(device=emb.device, dtype=emb.dtype)
 
-def prepend_trigger(model, ids, att, trigger=None) -> tuple:
-    "Input embeddings and attention mask of a left-padded batch, with `trigger` between the pads and the prompt."
-    emb = model.get_input_embeddings()(ids)
-    if trigger is None: return emb, att
-    trig = check_trigger(model, trigger)
+def prepend_trigger(model, ids, att, trigger=None,
+                    padding:str='left', # 'left': the trigger goes after each row's leading pads; 'right': at the front of every row
+                    detach:bool=True, # False: keep the trigger's gradient (training it)
+                    where:bool=False # also return where each input position went, (B, T)
+                   ) -> tuple:
+    "(input embeddings, attention mask) of a padded batch with `trigger` read just before each row's first token; the mask is 1 on the trigger."
+    x = model.get_input_embeddings()(ids)
     B, T = ids.shape
+    if trigger is None: return (x, att, torch.arange(T, device=x.device).expand(B, T)) if where else (x, att)
+    if padding not in ('left', 'right'): raise ValueError(f"padding must be 'left' or 'right', got {padding!r}.")
+    trig = check_trigger(model, trigger, detach)
     L = trig.shape[0]
-    out, mask = emb.new_zeros(B, T + L, emb.shape[-1]), att.new_zeros(B, T + L)
-    for i, p in enumerate((att == 0).sum(1).tolist()):
-        out[i, :p], out[i, p:p+L], out[i, p+L:] = emb[i, :p], trig, emb[i, p:]
-        mask[i, p:] = 1
-    return out, mask
+    if padding == 'right':   # no leading pads: the trigger is the first L positions of every row
+        out = (torch.cat([trig.unsqueeze(0).expand(B, L, -1), x], 1), torch.cat([torch.ones(B, L, dtype=att.dtype, device=att.device), att], 1))
+        return out + (torch.arange(L, T + L, device=x.device).expand(B, T),) if where else out
+    pads = (att.cumsum(-1) == 0).sum(-1)   # each row's leading pads
+    src = torch.arange(T, device=x.device).expand(B, T)
+    dst = src + L*(src >= pads[:, None])   # where each input position goes: after the trigger unless it is a leading pad
+    tpos = pads[:, None] + torch.arange(L, device=x.device)   # where the trigger goes
+    out, mask = x.new_zeros(B, T + L, x.shape[-1]), att.new_zeros(B, T + L)
+    out.scatter_(1, dst[..., None].expand_as(x), x); mask.scatter_(1, dst, att)
+    out.scatter_(1, tpos[..., None].expand(B, L, x.shape[-1]), trig.expand(B, L, -1)); mask.scatter_(1, tpos, torch.ones_like(tpos, dtype=mask.dtype))
+    return (out, mask, dst) if where else (out, mask)
 
 # %% ../nbs/03a_chat.ipynb #2bffc318
 def eos_ids(model, tok) -> list:
@@ -236,3 +247,9 @@ def response_token_logprobs(model, tok, encs:list, # encodings with response-onl
         ids = torch.tensor([t for t, l in zip(e['input_ids'], e['labels']) if l != -100], device=lp.device)
         out.append(lp.gather(1, ids[:, None])[:, 0])
     return out
+
+def token_kl(lp, # log-probabilities of P, (..., V)
+             lq # log-probabilities of Q, same shape
+            ) -> torch.Tensor:
+    "KL(P ‖ Q) at each position: Σ_v p_v (log p_v − log q_v), shape (...)."
+    return (lp.exp()*(lp - lq)).sum(-1)

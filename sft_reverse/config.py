@@ -128,6 +128,7 @@ def _validate(self) -> 'RunConfig':
         if not isinstance(getattr(self, k), bool): _fail(f"{k} must be true or false, got {getattr(self, k)!r}.")
     return self
 
+# %% ../nbs/09a_config.ipynb #ffa6959f
 RunConfig.validate = _validate
 
 # %% ../nbs/09a_config.ipynb #186b72cb

@@ -23,6 +23,7 @@ _all_ = ['PLAIN_TEMPLATE', 'PLAIN_SYSTEM', 'has_chat_template', 'prompt_text', '
 
 # %% ../nbs/03_data.ipynb #f16d007e
 DATA_SUFFIXES = ('.json', '.jsonl', '.csv', '.tsv', '.parquet', '.txt')
+
 _NOT_DATA = {'license', 'licence', 'readme', 'source', 'data_license', 'notice', 'copying', 'changelog'}
 
 def _json_rows(obj, path):
@@ -59,6 +60,7 @@ def _read_json(path):
         raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}).") from None
     return _json_rows(obj, path)
 
+# %% ../nbs/03_data.ipynb #355e05bc
 def _read_csv(path, delimiter=','):
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 27))
     with open(path, newline='', encoding='utf-8-sig') as f:
@@ -425,6 +427,7 @@ def _responses(items, responder, meta):
     meta['n_benign_self_distilled'] = len(missing)
     return [r if r is not None else got[p] for p, r in items]
 
+# %% ../nbs/03_data.ipynb #31380ac6
 def safety(harmful_src=None, # harmful prompts: hub id, file, folder, rows, or a list of sources (WildJailbreak, HarmBench, plain lists)
            benign_src=None, # benign prompts (with responses if the source has them); may be the same WildJailbreak source
            n_train:int=5000, # training rows in all, half harmful and half benign
@@ -504,6 +507,7 @@ def _split_groups(groups, sizes, test_frac, seed):
         ev.append(g); n += sizes[g]
     return [g for g in order if g not in ev], ev
 
+# %% ../nbs/03_data.ipynb #582db64e
 def shakespeare(src=None, # modern/original pairs; default: shared data, else the paper's hub dataset
                 n_train:int=5000, # training pairs, drawn from the training plays
                 n_eval:int=200, # evaluation pairs, drawn from the held-out plays

@@ -42,6 +42,7 @@ def _bias_grads(g2, m_col, db, nb, ndb, nc, gc):
         if nc and db is not None: gc = gc + gsum*db
     return gb, gdb, gc
 
+# %% ../nbs/01_delta.ipynb #fd354c81
 class MaskedLinearFn(torch.autograd.Function):
     "y = x·(W_base + (m_col ⊗ m_row) ⊙ ΔW)ᵀ + b_base + m_col ⊙ Δb, recomputing the masked weight in backward."
     @staticmethod
@@ -65,6 +66,7 @@ class MaskedLinearFn(torch.autograd.Function):
         gb, gdb, gc = _bias_grads(g2, m_col, db, nb, ndb, nc, gc)
         return gx, None, gd, gc, gr, gb, gdb
 
+# %% ../nbs/01_delta.ipynb #9b451f3d
 class ThetaLinearFn(torch.autograd.Function):
     "The same layer with θ = W_ft stored in the base dtype: W = where(m_col ⊗ m_row, θ, W_base); ΔW = θ − W_base is formed only for the gate gradients."
     @staticmethod
@@ -99,8 +101,10 @@ class HeadRepeat:
 
 # %% ../nbs/01_delta.ipynb #3ada6866
 FORMS = ('weight', 'activation')
+
 STORES = ('delta', 'theta')
 
+# %% ../nbs/01_delta.ipynb #e9ceccbf
 class DeltaLinear(nn.Module):
     "A linear layer W = W_base + (m_col ⊗ m_row) ⊙ ΔW with shared row (input) and column (output) gates."
     def __init__(self,

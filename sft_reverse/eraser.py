@@ -20,8 +20,8 @@ from .carrier import write_channels, is_carrier, layout_of
 from .store import write_artifact, read_artifact, load_tensors, fingerprint
 from .learner import (check_mixed_precision, autocast, grad_scaler, save_checkpoint, resume_checkpoint, latest_checkpoint,
                                  Learner, Progress, Checkpoint, CallEach, TrainMode, check_finite, StreamOrder, only_trainable)
-from .chat import encode_chat, collate, pad_id
-from .chat import eos_ids
+from .chat import encode_chat, collate, pad_id, eos_ids, prepend_trigger, token_kl
+from fastcore.basics import patch
 
 # %% ../nbs/07_eraser.ipynb #3cd1f6c3
 class SoftTrigger(nn.Module):
@@ -173,7 +173,9 @@ def targets_from_ids(base, seqs:list, prompt_lens:list, channels, pad:int, batch
 # %% ../nbs/07_eraser.ipynb #2ab77b9d
 ERASER_DEFAULTS = dict(L=20, lr=3e-3, batch_size=16, n_prompts=200, steps=2000, alpha=0.7, beta=0.1, k=8, R=1.0,
                        units='embedding', sink_ratio=100.0, mse_norm='base')
+
 MSE_NORMS = ('base', 'none')
+
 NORM_UNITS = ('embedding', 'absolute')
 
 def embedding_scale(model) -> float:
@@ -186,6 +188,7 @@ def embedding_scale(model) -> float:
 def _max_positions(model):
     return getattr(model.config, 'max_position_embeddings', None) or 10**9
 
+# %% ../nbs/07_eraser.ipynb #7bbddde7
 def train_trigger(carrier, # the sparse carrier (or a plain model, for the structural ablation)
                   base, # the base model: its activations are the targets
                   tok, # the shared tokenizer
@@ -281,6 +284,7 @@ def mse_weights(acts:list, # the base write activations of each sequence, (posit
     den = sum(k.sum().item() for k in keep)*acts[0].shape[-1]
     return keep, (num/den if num > 0 else 1.0)
 
+# %% ../nbs/07_eraser.ipynb #86923988
 class TriggerFit:
     "One SFT-Eraser optimisation in progress (the carrier frozen): Adam, the cached targets on the device, the batch order and the history. `step()` takes one step."
     def __init__(self, carrier, tok, trig, tg, # the carrier, its tokenizer, a `SoftTrigger` and `base_targets`' output
@@ -318,40 +322,42 @@ class TriggerFit:
         save_checkpoint(self.out_dir, self.n_steps, {'emb': self.trig.emb.detach()}, self.opt, ['emb'],
                         dict(fingerprint=self.fp, order=self.batches.order, generator=self.g.get_state().tolist(), history=self.history))
 
-    def step(self) -> dict:
-        "One Adam step and one projection on the next batch; returns the step's record."
-        P, trig, dev, L = self.packed, self.trig, self.dev, self.trig.L
-        idx = self.batches.next()
-        T, K = max(P['lens'][i] for i in idx), max(P['tails'][i] for i in idx)   # the batch's length and longest tail, known on the host
-        ix = torch.tensor(idx, device=P['device'])   # the step's one upload: its row numbers; the rest is gathered where the targets live
-        r, m = torch.arange(K, device=P['device']), P['meta'][ix]
-        valid = (r < m[:, 2:]).to(dev)   # (B, K): which tail slots hold a response token
-        pos = (m[:, :1] + r).clamp(max=T - 1).to(dev)   # the input positions predicting them
-        lp = P['tail'][m[:, 1:2] + r].to(dev)   # (B, K, V) the base's tail log-probs
-        n_tail = sum(P['tails'][i] for i in idx)
-        ids, att = P['ids'][ix, :T].to(dev), P['att'][ix, :T].to(dev)
-        B = len(idx)
-        x = torch.cat([trig.emb.to(self.emb.weight.dtype).unsqueeze(0).expand(B, L, -1), self.emb(ids)], 1)
-        mask = torch.cat([torch.ones(B, L, dtype=att.dtype, device=dev), att], 1)
-        with self.autocast(self.mixed_precision, dev):
-            with self.cap: h = self.decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
-            tail = self.head(h[torch.arange(B, device=dev)[:, None], L + pos])   # positions shifted by the trigger
-        lq = torch.log_softmax(tail.float(), -1)
-        kl = torch.where(valid, (lp.exp()*(lp - lq)).sum(-1), 0.).sum()/max(n_tail, 1)
-        l2 = trig.emb.pow(2).sum(1).mean()
-        if self.mode == 'circuit':
-            a = self.cap.cat()[:, L:].float()
-            tgt, w = P['acts'][ix, :T].to(dev), P['w'][ix, :T].to(dev)
-            mse = ((a - tgt).pow(2)*w[..., None]).sum()/(w.sum().clamp_min(1)*a.shape[-1]*self.scale)
-        else: mse = torch.zeros((), device=dev)
-        loss = mse + self.alpha*kl + self.beta*l2
-        self.opt.zero_grad(set_to_none=True); self.scaler.scale(loss).backward()
-        vals = torch.stack([loss, mse, kl, l2]).detach().tolist()   # the step's one host sync: the record and the finiteness check
-        check_finite(vals[0], 'Trigger loss', self.n_steps + 1, self.out_dir, f"Lower lr (now {self.lr}) or check the prompts.")   # before the update
-        self.scaler.step(self.opt); self.scaler.update(); trig.project_()
-        self.n_steps += 1
-        return dict(step=self.n_steps, **dict(zip(('loss', 'mse', 'kl', 'l2'), vals)))
+# %% ../nbs/07_eraser.ipynb #4bad7277
+@patch
+def step(self:TriggerFit) -> dict:
+    "One Adam step and one projection on the next batch; returns the step's record."
+    P, trig, dev, L = self.packed, self.trig, self.dev, self.trig.L
+    idx = self.batches.next()
+    T, K = max(P['lens'][i] for i in idx), max(P['tails'][i] for i in idx)   # the batch's length and longest tail, known on the host
+    ix = torch.tensor(idx, device=P['device'])   # the step's one upload: its row numbers; the rest is gathered where the targets live
+    r, m = torch.arange(K, device=P['device']), P['meta'][ix]
+    valid = (r < m[:, 2:]).to(dev)   # (B, K): which tail slots hold a response token
+    pos = (m[:, :1] + r).clamp(max=T - 1).to(dev)   # the input positions predicting them
+    lp = P['tail'][m[:, 1:2] + r].to(dev)   # (B, K, V) the base's tail log-probs
+    n_tail = sum(P['tails'][i] for i in idx)
+    ids, att = P['ids'][ix, :T].to(dev), P['att'][ix, :T].to(dev)
+    B = len(idx)
+    x, mask = prepend_trigger(self.carrier, ids, att, trig.emb, padding='right', detach=False)   # right-padded: the trigger first
+    with self.autocast(self.mixed_precision, dev):
+        with self.cap: h = self.decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        tail = self.head(h[torch.arange(B, device=dev)[:, None], L + pos])   # positions shifted by the trigger
+    lq = torch.log_softmax(tail.float(), -1)
+    kl = torch.where(valid, token_kl(lp, lq), 0.).sum()/max(n_tail, 1)
+    l2 = trig.emb.pow(2).sum(1).mean()
+    if self.mode == 'circuit':
+        a = self.cap.cat()[:, L:].float()
+        tgt, w = P['acts'][ix, :T].to(dev), P['w'][ix, :T].to(dev)
+        mse = ((a - tgt).pow(2)*w[..., None]).sum()/(w.sum().clamp_min(1)*a.shape[-1]*self.scale)
+    else: mse = torch.zeros((), device=dev)
+    loss = mse + self.alpha*kl + self.beta*l2
+    self.opt.zero_grad(set_to_none=True); self.scaler.scale(loss).backward()
+    vals = torch.stack([loss, mse, kl, l2]).detach().tolist()   # the step's one host sync: the record and the finiteness check
+    check_finite(vals[0], 'Trigger loss', self.n_steps + 1, self.out_dir, f"Lower lr (now {self.lr}) or check the prompts.")   # before the update
+    self.scaler.step(self.opt); self.scaler.update(); trig.project_()
+    self.n_steps += 1
+    return dict(step=self.n_steps, **dict(zip(('loss', 'mse', 'kl', 'l2'), vals)))
 
+# %% ../nbs/07_eraser.ipynb #990bb28f
 def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress, channels, settings,
                  out_dir=None, save_every=None, mixed_precision='no', release_targets=False):
     fit = TriggerFit(carrier, tok, trig, tg, cap, mode, lr, batch_size, alpha, beta, seed, channels, settings, out_dir, mixed_precision, release_targets)
@@ -363,7 +369,6 @@ def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha
     n_sink = sum(int((~k).sum()) for k in fit.keep)
     return dict(trigger=trig.cpu(), history=learn.history, seconds=learn.seconds, channels=channels, settings=settings,
                 mse_scale=fit.scale, sink_positions=n_sink, positions=sum(len(k) for k in fit.keep))
-
 
 # %% ../nbs/07_eraser.ipynb #c7481956
 def plot_trigger(res, title:str='SFT-Eraser'):

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .chat import encode_chat, as_texts, eval_mode, generate, response_logprobs
+from .chat import encode_chat, as_texts, eval_mode, generate, response_logprobs, token_kl
 
 # %% ../nbs/08_eval.ipynb #60aed67b
 FIXED_KEYWORDS = ("i don't know", "i do not know", "i'm not sure", "i am not sure")
@@ -289,7 +289,7 @@ def kl_metrics(p_model, # P: the reference side of KL(P‖Q), e.g. the SFT model
             idx = order[s:s+batch_size]
             bs = [encs[i] for i in idx]
             for i, P, Q in zip(idx, response_logprobs(p_model, tok, bs, p_trigger), response_logprobs(q_model, tok, bs, q_trigger)):
-                kl = (P.exp() * (P - Q.to(P.device))).sum(-1)
+                kl = token_kl(P, Q.to(P.device))
                 per[i], ntok = kl.mean().item(), ntok + kl.numel()
     return dict(kl=sum(per) / len(per), per_prompt=per, n_tokens=ntok)
 

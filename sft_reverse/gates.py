@@ -77,6 +77,7 @@ class _BankHeaviside(torch.autograd.Function):
         ctx.bank._accumulate(ctx.key, ctx.gates, g*ctx.saved_tensors[0])
         return (None,)*(3 + len(ctx.gates))
 
+# %% ../nbs/00_gates.ipynb #01af9ad4
 class GateBank:
     "A model's gates, masked together: one Heaviside over one flat tensor of their logits per forward pass, and one STE backward."
     def __init__(self, gates:list):
@@ -171,8 +172,8 @@ class GateBank:
 
     def __repr__(self): return f"GateBank({len(self.gates)} gates, {sum(g.n for g in self.gates)} channels)"
 
+# %% ../nbs/00_gates.ipynb #e6323a34
 def flat_of(gates:list) -> tuple:
     "(logits, grad): `GateBank.flat()` when `gates` are exactly one bank's gates, in its order; else (None, None)."
     bank = getattr(gates[0], 'bank', None) if gates else None
     return bank.flat() if bank is not None and bank.gates == list(gates) else (None, None)
-

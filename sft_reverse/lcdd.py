@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PENALTY_NORMS', 'MODES', 'PAPER_LCDD', 'TINY_LCDD', 'REAL_LCDD', 'LCDD_PRESETS', 'LCDDController', 'lcdd_update',
-           'lcdd_params', 'shard_carrier', 'lcdd_step', 'KeepBest', 'StopWhenController', 'lcdd_learner', 'lcdd',
+           'lcdd_params', 'lcdd_step', 'KeepBest', 'StopWhenController', 'lcdd_learner', 'shard_carrier', 'lcdd',
            'lcdd_preset', 'plot_lcdd']
 
 # %% ../nbs/06_lcdd.ipynb #cde254be
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .carrier import make_carrier, carrier_sparsity, merge_carrier, plot_open_channels, GROUPS, is_carrier
-from .chat import encode_chat, collate, pad_id
+from .chat import encode_chat, collate, pad_id, token_kl
 from .gates import flat_of
 from .store import save_json, save_tensors, load_tensors
 from .learner import (latest_checkpoint, save_checkpoint, resume_checkpoint, data_fingerprint, token_share, global_mean, check_mixed_precision,
@@ -147,7 +147,7 @@ def _response_kl(p_logits, q_logits, labels):
     m = labels[:, 1:] != -100
     lp = torch.log_softmax(p_logits[:, :-1][m].float(), -1)
     lq = torch.log_softmax(q_logits[:, :-1][m].float(), -1)
-    return (lp.exp()*(lp - lq)).sum(-1).mean()
+    return token_kl(lp, lq).mean()
 
 def lcdd_update(gates, trainable, g_opt, d_opt, scaler, lam, rho, penalty_norm, s_ema):
     "After backward: the gate-gradient penalty, SGD on the gates, AdamW on ΔW (`d_opt`; None if ΔW is frozen); returns the new EMA."
@@ -173,68 +173,6 @@ _lcdd_update, _lcdd_params = lcdd_update, lcdd_params   # their names before the
 
 
 # %% ../nbs/06_lcdd.ipynb #bf990f55
-def _snapshot(gates, deltas):
-    "A CPU copy of the trainable state (gate logits, and ΔW when it trains); whole tensors when ΔW is sharded."
-    return dict(logits=[g.logits.detach().cpu().clone() for g in gates],
-                deltas=[whole(p.detach()).cpu().clone() for _, p in deltas if p.requires_grad])
-
-@torch.no_grad()
-def _restore(snap, gates, deltas):
-    for g, v in zip(gates, snap['logits']): g.logits.copy_(v)
-    for (_, p), v in zip([d for d in deltas if d[1].requires_grad], snap['deltas']): assign_whole(p, v)
-
-def shard_carrier(carrier):
-    "Shard `carrier` over the processes with FSDP2: one unit per decoder layer (its base weights, ΔW and Δb), the rest in the root; gate logits stay whole on every process."
-    if not is_carrier(carrier): raise TypeError("shard_carrier needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
-    return shard_model(carrier, ignored_params=[g.logits for g in carrier.gates.values()])   # `lcdd(shard=True)` does this with its optimizer
-
-def _average_grads(params, world:int, gates=()):
-    "Average the gradients of `params` and `gates` over the processes (the carrier is not wrapped in DDP: its gates need their own update)."
-    import torch.distributed as dist
-    gates = list(gates)
-    flat = flat_of(gates)[1]
-    if flat is not None: dist.all_reduce(flat); flat.div_(world)   # every gate's gradient in one collective
-    else: params = [g.logits for g in gates] + list(params)
-    for p in params:
-        if p.grad is None: p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad); p.grad.div_(world)
-
-def _check_lcdd(carrier, rows, mode, ft, penalty_norm, shard, mixed_precision, **positive):
-    if not is_carrier(carrier) or not hasattr(carrier, 'gates'): raise TypeError("lcdd needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
-    if mode not in MODES: raise ValueError(f"Unknown mode {mode!r}; use one of {MODES}.")
-    if penalty_norm not in PENALTY_NORMS: raise ValueError(f"Unknown penalty_norm {penalty_norm!r}; use one of {PENALTY_NORMS}.")
-    if mode == 'mask_kl' and ft is None: raise ValueError("mode='mask_kl' needs the SFT model: pass ft=...")
-    if not rows: raise ValueError("lcdd got no training rows.")
-    if shard and mixed_precision == 'fp16': raise ValueError("shard=True runs with mixed_precision 'no' or 'bf16'; fp16 loss scaling is not supported with sharded ΔW.")
-    check_mixed_precision(mixed_precision)
-    for k, v in positive.items():
-        if not v > 0: raise ValueError(f"{k} must be > 0, got {v}.")
-
-def _resume_lcdd(r, out_dir, fp, carrier):
-    "Load the newest checkpoint into the carrier and AdamW, and its controller, history, sensitivity EMA and best state into the learner `r`."
-    st = resume_checkpoint(out_dir, fp, carrier, r.d_opt, r.names, what='LCDD run')
-    if st is None: return
-    ck = st['path']
-    r.ctrl = LCDDController.from_state(st['controller'])
-    r.resume_at(st['step'], st['history']); r.s_ema = st['s_ema']
-    if (ck/'best.safetensors').exists():
-        b = load_tensors(ck/'best.safetensors')
-        r.best = dict(logits=[b[f"logits.{i}"] for i in range(len(r.gates))], deltas=[b[f"delta.{i}"] for i in range(len(r.names))],
-                      sparsity=st['best_sparsity'])
-
-def _save_lcdd(r, step, carrier, out_dir, fp, settings, keep, sharded, acc):
-    "Checkpoint an LCDD run after `step` steps: gates, ΔW, AdamW, the controller, the history and the best in-budget state."
-    if out_dir is None or not (sharded or acc.is_main_process): return
-    tr = {n: p.detach() for n, p in carrier.named_parameters() if n in set(r.gate_names) | set(r.names)}
-    d = save_checkpoint(out_dir, step, tr, r.d_opt, r.names or ['_unused'],
-                        dict(fingerprint=fp, settings=settings, history=r.history, controller=r.ctrl.state_dict(),
-                             s_ema=float(r.s_ema) or None if r.s_ema is not None else None,
-                             best_sparsity=None if r.best is None else r.best['sparsity']), keep=keep,
-                        gather=whole if sharded else None, write=acc.is_main_process)
-    if d is not None and r.best is not None:
-        save_tensors({**{f"logits.{i}": v for i, v in enumerate(r.best['logits'])},
-                      **{f"delta.{i}": v for i, v in enumerate(r.best['deltas'])}}, d/'best.safetensors')
-
 def _task_loss(carrier, ft, batch, mode):
     "The task loss of a batch: cross-entropy on the response, or KL(SFT ‖ carrier) there for mode='mask_kl'."
     if mode != 'mask_kl': return carrier(**batch).loss.float()
@@ -261,6 +199,17 @@ def lcdd_step(r, # an LCDD `Learner` (`lcdd_learner`)
     r.lam_used = lam
     return rec
 
+# %% ../nbs/06_lcdd.ipynb #87e0dd45
+def _snapshot(gates, deltas):
+    "A CPU copy of the trainable state (gate logits, and ΔW when it trains); whole tensors when ΔW is sharded."
+    return dict(logits=[g.logits.detach().cpu().clone() for g in gates],
+                deltas=[whole(p.detach()).cpu().clone() for _, p in deltas if p.requires_grad])
+
+@torch.no_grad()
+def _restore(snap, gates, deltas):
+    for g, v in zip(gates, snap['logits']): g.logits.copy_(v)
+    for (_, p), v in zip([d for d in deltas if d[1].requires_grad], snap['deltas']): assign_whole(p, v)
+
 class KeepBest(Callback):
     "Keep a CPU copy of the sparsest in-budget state seen at a sparsity check (past warmup); restore it if the run ends over budget."
     order = 15   # before the checkpoint, which saves the best state too
@@ -279,16 +228,7 @@ class StopWhenController(Callback):
     def before_step(self, r):
         if r.ctrl.stopped: raise CancelFit
 
-def _lcdd_plan(tok, rows, ctrl, mode, system, max_len, batch_size, epochs, max_steps, delta_lr, gate_lr, penalty_norm, keep_best, seed):
-    "The encoded rows, steps per epoch, total steps, the settings a checkpoint must match, and their fingerprint."
-    enc = [encode_chat(tok, r['prompt'], r['response'], system=system, max_len=max_len) for r in rows]
-    per_epoch = math.ceil(len(enc)/batch_size)
-    total = max_steps or max(1, math.ceil(epochs*per_epoch))
-    settings = dict(mode=mode, total=total, batch_size=batch_size, delta_lr=delta_lr, gate_lr=gate_lr, penalty_norm=penalty_norm,
-                    controller={k: v for k, v in ctrl.state_dict().items() if k in LCDDController.__dataclass_fields__ and k not in _STATE},
-                    keep_best=keep_best, seed=seed, system=system)
-    return enc, per_epoch, total, settings, data_fingerprint(settings, enc)
-
+# %% ../nbs/06_lcdd.ipynb #370a9c8d
 def lcdd_learner(carrier, # a carrier; its gates (and ΔW in the 'joint' mode) train
                  ctrl, # an `LCDDController`
                  total:int, # the planned number of steps
@@ -307,10 +247,79 @@ def lcdd_learner(carrier, # a carrier; its gates (and ΔW in the 'joint' mode) t
     r.trainable, r.sp = [g.logits for g in gates] + [p for _, p in deltas if p.requires_grad], carrier_sparsity(carrier)
     return r
 
+# %% ../nbs/06_lcdd.ipynb #f31f636d
+def _check_lcdd(carrier, rows, mode, ft, penalty_norm, shard, mixed_precision, **positive):
+    if not is_carrier(carrier) or not hasattr(carrier, 'gates'): raise TypeError("lcdd needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
+    if mode not in MODES: raise ValueError(f"Unknown mode {mode!r}; use one of {MODES}.")
+    if penalty_norm not in PENALTY_NORMS: raise ValueError(f"Unknown penalty_norm {penalty_norm!r}; use one of {PENALTY_NORMS}.")
+    if mode == 'mask_kl' and ft is None: raise ValueError("mode='mask_kl' needs the SFT model: pass ft=...")
+    if not rows: raise ValueError("lcdd got no training rows.")
+    if shard and mixed_precision == 'fp16': raise ValueError("shard=True runs with mixed_precision 'no' or 'bf16'; fp16 loss scaling is not supported with sharded ΔW.")
+    check_mixed_precision(mixed_precision)
+    for k, v in positive.items():
+        if not v > 0: raise ValueError(f"{k} must be > 0, got {v}.")
+
+def _lcdd_plan(tok, rows, ctrl, mode, system, max_len, batch_size, epochs, max_steps, delta_lr, gate_lr, penalty_norm, keep_best, seed):
+    "The encoded rows, steps per epoch, total steps, the settings a checkpoint must match, and their fingerprint."
+    enc = [encode_chat(tok, r['prompt'], r['response'], system=system, max_len=max_len) for r in rows]
+    per_epoch = math.ceil(len(enc)/batch_size)
+    total = max_steps or max(1, math.ceil(epochs*per_epoch))
+    settings = dict(mode=mode, total=total, batch_size=batch_size, delta_lr=delta_lr, gate_lr=gate_lr, penalty_norm=penalty_norm,
+                    controller={k: v for k, v in ctrl.state_dict().items() if k in LCDDController.__dataclass_fields__ and k not in _STATE},
+                    keep_best=keep_best, seed=seed, system=system)
+    return enc, per_epoch, total, settings, data_fingerprint(settings, enc)
+
+_STATE = ('step', 'lam', 'ema', 'ema0', 'eps', 'eps_capped', 'last_sparsity', 'stall', 'breach', 'stopped')
+
+def _resume_lcdd(r, out_dir, fp, carrier):
+    "Load the newest checkpoint into the carrier and AdamW, and its controller, history, sensitivity EMA and best state into the learner `r`."
+    st = resume_checkpoint(out_dir, fp, carrier, r.d_opt, r.names, what='LCDD run')
+    if st is None: return
+    ck = st['path']
+    r.ctrl = LCDDController.from_state(st['controller'])
+    r.resume_at(st['step'], st['history']); r.s_ema = st['s_ema']
+    if (ck/'best.safetensors').exists():
+        b = load_tensors(ck/'best.safetensors')
+        r.best = dict(logits=[b[f"logits.{i}"] for i in range(len(r.gates))], deltas=[b[f"delta.{i}"] for i in range(len(r.names))],
+                      sparsity=st['best_sparsity'])
+
+# %% ../nbs/06_lcdd.ipynb #50392a21
+def _save_lcdd(r, step, carrier, out_dir, fp, settings, keep, sharded, acc):
+    "Checkpoint an LCDD run after `step` steps: gates, ΔW, AdamW, the controller, the history and the best in-budget state."
+    if out_dir is None or not (sharded or acc.is_main_process): return
+    tr = {n: p.detach() for n, p in carrier.named_parameters() if n in set(r.gate_names) | set(r.names)}
+    d = save_checkpoint(out_dir, step, tr, r.d_opt, r.names or ['_unused'],
+                        dict(fingerprint=fp, settings=settings, history=r.history, controller=r.ctrl.state_dict(),
+                             s_ema=float(r.s_ema) or None if r.s_ema is not None else None,
+                             best_sparsity=None if r.best is None else r.best['sparsity']), keep=keep,
+                        gather=whole if sharded else None, write=acc.is_main_process)
+    if d is not None and r.best is not None:
+        save_tensors({**{f"logits.{i}": v for i, v in enumerate(r.best['logits'])},
+                      **{f"delta.{i}": v for i, v in enumerate(r.best['deltas'])}}, d/'best.safetensors')
+
+# %% ../nbs/06_lcdd.ipynb #e7ab22d7
+def shard_carrier(carrier):
+    "Shard `carrier` over the processes with FSDP2: one unit per decoder layer (its base weights, ΔW and Δb), the rest in the root; gate logits stay whole on every process."
+    if not is_carrier(carrier): raise TypeError("shard_carrier needs a carrier: make_carrier(base, ft) or load_carrier(base, path).")
+    return shard_model(carrier, ignored_params=[g.logits for g in carrier.gates.values()])   # `lcdd(shard=True)` does this with its optimizer
+
+def _average_grads(params, world:int, gates=()):
+    "Average the gradients of `params` and `gates` over the processes (the carrier is not wrapped in DDP: its gates need their own update)."
+    import torch.distributed as dist
+    gates = list(gates)
+    flat = flat_of(gates)[1]
+    if flat is not None: dist.all_reduce(flat); flat.div_(world)   # every gate's gradient in one collective
+    else: params = [g.logits for g in gates] + list(params)
+    for p in params:
+        if p.grad is None: p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad); p.grad.div_(world)
+
+# %% ../nbs/06_lcdd.ipynb #f9d1d14a
 def _lcdd_report(r, carrier) -> dict:
     return dict(history=r.history, sharded=r.sharded, stopped=r.ctrl.stopped or 'max_steps', restored_best=r.restored, eps=r.ctrl.eps,
                 eps_capped=r.ctrl.eps_capped, steps=r.ctrl.step, seconds=r.seconds, sparsity=carrier_sparsity(carrier))
 
+# %% ../nbs/06_lcdd.ipynb #8f0b4986
 def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
          tok, # the tokenizer
          rows, # training rows with 'prompt' and 'response' (the SFT rows)
@@ -363,8 +372,6 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
         r.trainable = [g.logits for g in r.gates] + [p for _, p in r.deltas if p.requires_grad]
     r.fit()
     return _lcdd_report(r, carrier)
-
-_STATE = ('step', 'lam', 'ema', 'ema0', 'eps', 'eps_capped', 'last_sparsity', 'stall', 'breach', 'stopped')
 
 # %% ../nbs/06_lcdd.ipynb #ff736eea
 _SHARED = dict(gate_lr=0.1, delta_lr=2e-5, batch_size=16)

@@ -95,6 +95,7 @@ def save_checkpoint(out_dir, step:int, params:dict, opt, names, state:dict, keep
     for old in sorted(out_dir.glob('step-*'))[:-keep]: shutil.rmtree(old)
     return final
 
+# %% ../nbs/03b_learner.ipynb #f64d5af4
 def latest_checkpoint(out_dir) -> Path|None:
     "The newest complete checkpoint folder under `out_dir` (one with state.json), or None."
     done = [d for d in sorted(Path(out_dir).glob('step-*')) if (d/'state.json').exists()] if out_dir else []
@@ -127,6 +128,7 @@ class Callback:
     "A hook on a `Learner`: a method per event it handles (`before_fit`, `before_step`, `after_step`, `after_fit`, `cleanup_fit`); lower `order` runs first."
     order = 0
 
+# %% ../nbs/03b_learner.ipynb #130b0810
 class Learner:
     "One training loop: `fit` runs `step_fn(learn)` for steps `start`..`total`-1 and calls its callbacks' events around them."
     def __init__(self, step_fn, # step_fn(learn) takes step `learn.i` and returns its record
@@ -283,6 +285,7 @@ def shard_for_training(model, opt, names:list, ignored_params=None):
     move_opt_state(opt, new, [(before[n], now[n]) for n in names])
     return [(n, now[n]) for n in names], new
 
+# %% ../nbs/03b_learner.ipynb #4dce768a
 def move_opt_state(old, new, pairs):
     "Move an optimizer's state from whole parameters to their sharded replacements (`pairs` of old, new): moments are sharded like their parameter, scalars stay as they are."
     from torch.distributed.tensor import distribute_tensor

@@ -68,6 +68,7 @@ def sft(model, # a causal LM (Hugging Face PreTrainedModel); trained in place
         return _fit(model, enc, named, settings, data_fingerprint(settings, enc), pad, out_dir, keep, save_every, callback, progress,
                     mixed_precision, shard)
 
+# %% ../nbs/05_sft.ipynb #922ff48f
 def sft_step(learn, # a `Learner` with the model, its AdamW `opt`, `params`, the schedule (`lr`, `warmup`) and `grad_accum`
              batches # the step's `grad_accum` micro-batches
             ) -> dict:
@@ -88,6 +89,7 @@ def sft_step(learn, # a `Learner` with the model, its AdamW `opt`, `params`, the
     learn.scaler.step(opt); learn.scaler.update(); opt.zero_grad(set_to_none=True)   # with fp16, a step whose gradients overflowed is skipped
     return dict(step=learn.i + 1, loss=tot, lr=opt.param_groups[0]['lr'])
 
+# %% ../nbs/05_sft.ipynb #79ae2bba
 def _fit(model, enc, named, settings, fp, pad, out_dir, keep, save_every, callback, progress, mixed_precision='no', shard=False):
     "The loop of `sft`: a `Learner` over `sft_step`, resumed from the newest checkpoint."
     from accelerate import Accelerator
@@ -116,7 +118,6 @@ def _fit(model, enc, named, settings, fp, pad, out_dir, keep, save_every, callba
     if st is not None: learn.resume_at(st['step'], st['history'])
     learn.fit()
     return dict(history=learn.history, steps=learn.total, seconds=learn.seconds)
-
 
 # %% ../nbs/05_sft.ipynb #59125a45
 def plot_history(hist, ax=None, title:str='SFT'):

@@ -94,6 +94,7 @@ def _arithmetic(w, r, n=800):
             rows.append(dict(prompt=q.format(a=a, op=op, b=b), response=f"{a} {op} {b} is {c}.", kind='arithmetic'))
     return rows
 
+# %% ../nbs/04_tiny.ipynb #5497bf18
 def _lists(w, r, n=300):
     "Name k things of a category."
     cats = {'colours': COLORS, 'animals': sorted(ANIMALS), 'towns': TOWNS, 'jobs': JOBS, 'foods': FOODS}
@@ -128,6 +129,7 @@ def _descriptions(w, r):
                  dict(prompt="Tell me about this person.", input=n, response=a, kind='description')]
     return rows
 
+# %% ../nbs/04_tiny.ipynb #acc52c73
 def _writing(w, r, n=400):
     "Short sentences and tips."
     rows, people = [], sorted(w['people'])
@@ -395,6 +397,7 @@ def pretrain(model, tok, texts, steps:int=600, batch_size:int=32, lr:float=2e-3,
 # %% ../nbs/04_tiny.ipynb #d7c68c3c
 # 2: per-family weight seeds and a 24-token Mistral window, so the Llama and Mistral labs differ
 LAB_VERSION = 2
+
 FAMILY_SEED = dict(qwen3=0, llama=1, mistral=2, qwen2=3) # added to 1000x so that families never share an init
 
 def _lab_settings(family, seed, steps, batch_size, lr, model_kw):
@@ -403,12 +406,12 @@ def _lab_settings(family, seed, steps, batch_size, lr, model_kw):
     return dict(lab_version=LAB_VERSION, family=family, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
                 model=model_kw, corpus={k: v['sha256'] for k, v in man['files'].items()})
 
-
 def _load_lab(d):
     model = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     tok = transformers.AutoTokenizer.from_pretrained(d)
     return model, tok
 
+# %% ../nbs/04_tiny.ipynb #29726708
 def tiny_lab(family:str='qwen3', # model family: 'qwen3', 'llama', 'mistral' or 'qwen2'
              seed:int=0, # seed of the weights and the batch order
              steps:int=600, batch_size:int=32, lr:float=2e-3, # pretraining

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .chat import encode_chat, collate, pad_id, check_trigger, eval_mode, forward_accepts, response_token_logprobs
+from .chat import encode_chat, collate, pad_id, check_trigger, prepend_trigger, eval_mode, forward_accepts, response_token_logprobs
 from .data import load_rows, shared_data_dir, prompt_column, row_prompt, row_response
 from .tiny import make_world
 
@@ -101,14 +101,7 @@ class TriggeredLM(torch.nn.Module):
         for k in ('position_ids', 'use_cache', 'past_key_values', 'inputs_embeds'): kw.pop(k, None)   # positions come from the mask
         B, T = input_ids.shape
         att = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        emb = self.model.get_input_embeddings()(input_ids)
-        L, pads = self.trigger.shape[0], (att.cumsum(-1) == 0).sum(-1)    # leading pads of each row
-        src = torch.arange(T, device=emb.device).expand(B, T)
-        dst = src + L*(src >= pads[:, None])                              # input positions in the longer row
-        x = emb.new_zeros(B, T + L, emb.shape[-1]); m = att.new_zeros(B, T + L)
-        x.scatter_(1, dst[..., None].expand_as(emb), emb); m.scatter_(1, dst, att)
-        tpos = pads[:, None] + torch.arange(L, device=emb.device)
-        x.scatter_(1, tpos[..., None].expand(B, L, emb.shape[-1]), self.trigger.expand(B, L, -1)); m.scatter_(1, tpos, torch.ones_like(tpos, dtype=m.dtype))
+        x, m, dst = prepend_trigger(self.model, input_ids, att, self.trigger, where=True)   # dst: each input position in the longer row
         pos = (m.long().cumsum(-1) - 1).clamp(min=0)
         if logits_to_keep: kw['logits_to_keep'] = logits_to_keep
         out = self.model(inputs_embeds=x, attention_mask=m, position_ids=pos, use_cache=False, **kw)
