@@ -7,6 +7,7 @@ __all__ = ['FORMS', 'STORES', 'MaskedLinearFn', 'ThetaLinearFn', 'HeadRepeat', '
 
 # %% ../nbs/01_delta.ipynb #7283e492
 import torch
+from fastcore.basics import patch
 from torch import nn
 import torch.nn.functional as F
 from .gates import Gate
@@ -142,11 +143,13 @@ class DeltaLinear(nn.Module):
 
     @property
     def row_gate(self): return self._gates[0]
+
     @property
     def col_gate(self): return self._gates[1]
 
     @property
     def form(self): return self._form
+
     @form.setter
     def form(self, f):
         if f not in FORMS: raise ValueError(f"Unknown form {f!r}; use one of {FORMS}.")
@@ -154,86 +157,101 @@ class DeltaLinear(nn.Module):
 
     @property
     def store(self): return 'delta' if self.delta is not None else 'theta'
+
     @property
     def trained(self) -> nn.Parameter:
         "The weight-sized parameter that trains: ΔW, or θ under the theta store."
         return self.delta if self.delta is not None else self.theta
+
     @property
     def delta_dtype(self) -> torch.dtype:
         "The dtype ΔW, the masks and the gate gradients are formed in (float32 for 16-bit weights)."
         return self.delta.dtype if self.delta is not None else delta_dtype(self.theta.dtype)
 
-    def masks(self):
-        "The column (output) and row (input) gate masks, expanded, in ΔW's dtype."
-        r = self.row_gate.mask()
-        if self.row_expand: r = self.row_expand(r)
-        return self.col_gate.mask().to(self.delta_dtype), r.to(self.delta_dtype)
+# %% ../nbs/01_delta.ipynb #6bb17fd8
+@patch
+def masks(self:DeltaLinear):
+    "The column (output) and row (input) gate masks, expanded, in ΔW's dtype."
+    r = self.row_gate.mask()
+    if self.row_expand: r = self.row_expand(r)
+    return self.col_gate.mask().to(self.delta_dtype), r.to(self.delta_dtype)
 
-    def masked_weight(self, mc, mr):
-        "W_base + (m_col ⊗ m_row) ⊙ ΔW: in ΔW's dtype, or (theta store) where(m_col ⊗ m_row, θ, W_base) in the base dtype."
-        if self.delta is not None: return _masked_weight(self.weight, self.delta, mc, mr)
-        return _theta_weight(self.weight, self.theta, mc, mr)
+@patch
+def masked_weight(self:DeltaLinear, mc, mr):
+    "W_base + (m_col ⊗ m_row) ⊙ ΔW: in ΔW's dtype, or (theta store) where(m_col ⊗ m_row, θ, W_base) in the base dtype."
+    if self.delta is not None: return _masked_weight(self.weight, self.delta, mc, mr)
+    return _theta_weight(self.weight, self.theta, mc, mr)
 
-    def delta_block(self, rows, cols) -> torch.Tensor:
-        "ΔW[rows][:, cols] in ΔW's dtype (θ − W_base under the theta store: exact for 16-bit weights)."
-        if self.delta is not None: return self.delta[rows][:, cols]
-        return self.theta[rows][:, cols].to(self.delta_dtype) - self.weight[rows][:, cols].to(self.delta_dtype)
+@patch
+def delta_block(self:DeltaLinear, rows, cols) -> torch.Tensor:
+    "ΔW[rows][:, cols] in ΔW's dtype (θ − W_base under the theta store: exact for 16-bit weights)."
+    if self.delta is not None: return self.delta[rows][:, cols]
+    return self.theta[rows][:, cols].to(self.delta_dtype) - self.weight[rows][:, cols].to(self.delta_dtype)
 
-    @torch.no_grad()
-    def set_delta_block_(self, rows, cols, d):
-        "Set ΔW[rows, cols] = d in place (under the theta store, θ[rows, cols] = W_base + d rounded to the base dtype)."
-        r, c = rows[:, None], cols[None, :]
-        if self.delta is not None: self.delta[r, c] = d.to(self.delta)
-        else: self.theta[r, c] = (self.weight[r, c].to(self.delta_dtype) + d.to(self.delta_dtype)).to(self.theta.dtype)
+@patch
+@torch.no_grad()
+def set_delta_block_(self:DeltaLinear, rows, cols, d):
+    "Set ΔW[rows, cols] = d in place (under the theta store, θ[rows, cols] = W_base + d rounded to the base dtype)."
+    r, c = rows[:, None], cols[None, :]
+    if self.delta is not None: self.delta[r, c] = d.to(self.delta)
+    else: self.theta[r, c] = (self.weight[r, c].to(self.delta_dtype) + d.to(self.delta_dtype)).to(self.theta.dtype)
 
-    def frozen(self) -> bool:
-        "True when nothing of this projection trains: ΔW (or θ), Δb and both gates' logits have `requires_grad` off."
-        return not any(p is not None and p.requires_grad for p in (self.trained, self.delta_bias, self.row_gate.logits, self.col_gate.logits))
+# %% ../nbs/01_delta.ipynb #b168c65b
+@patch
+def frozen(self:DeltaLinear) -> bool:
+    "True when nothing of this projection trains: ΔW (or θ), Δb and both gates' logits have `requires_grad` off."
+    return not any(p is not None and p.requires_grad for p in (self.trained, self.delta_bias, self.row_gate.logits, self.col_gate.logits))
 
-    def frozen_weight(self, dtype:torch.dtype):
-        "The masked (weight, bias) in `dtype`, built once and reused while every tensor it comes from keeps its version."
-        src = (self.weight, self.trained, self.bias, self.delta_bias, self.row_gate.logits, self.col_gate.logits)
-        key = (tuple(None if t is None else t._version for t in src), dtype, self.weight.device)
-        c = self.__dict__.get('_frozen_cache')
-        if c is None or c[1] != key or any(a is not b for a, b in zip(c[0], src)):
-            with torch.no_grad():
-                mc, mr = self.masks()
-                w = self.masked_weight(mc, mr).to(dtype)
-                b = None if self.bias is None else _masked_bias(self.bias, self.delta_bias, mc).to(dtype)
-            c = self.__dict__['_frozen_cache'] = (src, key, (w, b))
-        return c[2]
+@patch
+def frozen_weight(self:DeltaLinear, dtype:torch.dtype):
+    "The masked (weight, bias) in `dtype`, built once and reused while every tensor it comes from keeps its version."
+    src = (self.weight, self.trained, self.bias, self.delta_bias, self.row_gate.logits, self.col_gate.logits)
+    key = (tuple(None if t is None else t._version for t in src), dtype, self.weight.device)
+    c = self.__dict__.get('_frozen_cache')
+    if c is None or c[1] != key or any(a is not b for a, b in zip(c[0], src)):
+        with torch.no_grad():
+            mc, mr = self.masks()
+            w = self.masked_weight(mc, mr).to(dtype)
+            b = None if self.bias is None else _masked_bias(self.bias, self.delta_bias, mc).to(dtype)
+        c = self.__dict__['_frozen_cache'] = (src, key, (w, b))
+    return c[2]
 
-    def clear_cache(self):
-        "Drop the cached masked weight (it is rebuilt at the next frozen forward)."
-        self.__dict__['_frozen_cache'] = None
+@patch
+def clear_cache(self:DeltaLinear):
+    "Drop the cached masked weight (it is rebuilt at the next frozen forward)."
+    self.__dict__['_frozen_cache'] = None
 
-    def forward(self, x):
-        if self.form == 'weight' and self.frozen():   # a frozen carrier (trigger training): one masked weight, cached across steps
-            dev = x.device.type
-            if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
-            return F.linear(x, *self.frozen_weight(x.dtype))
-        self.clear_cache()
-        mc, mr = self.masks()
-        if self.form == 'weight':
-            fn = MaskedLinearFn if self.delta is not None else ThetaLinearFn
-            return fn.apply(x, self.weight, self.trained, mc, mr, self.bias, self.delta_bias)
-        # activation gating: base path plus [(x ⊙ m_row) ΔWᵀ] ⊙ m_col
-        y = F.linear(x, self.weight, self.bias)
-        dy = F.linear(x * mr.to(x.dtype), self.delta.to(x.dtype)) * mc.to(x.dtype)
-        if self.delta_bias is not None: dy = dy + (mc*self.delta_bias).to(x.dtype)
-        return y + dy
+# %% ../nbs/01_delta.ipynb #d75fbb0c
+@patch
+def forward(self:DeltaLinear, x):
+    if self.form == 'weight' and self.frozen():   # a frozen carrier (trigger training): one masked weight, cached across steps
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
+        return F.linear(x, *self.frozen_weight(x.dtype))
+    self.clear_cache()
+    mc, mr = self.masks()
+    if self.form == 'weight':
+        fn = MaskedLinearFn if self.delta is not None else ThetaLinearFn
+        return fn.apply(x, self.weight, self.trained, mc, mr, self.bias, self.delta_bias)
+    # activation gating: base path plus [(x ⊙ m_row) ΔWᵀ] ⊙ m_col
+    y = F.linear(x, self.weight, self.bias)
+    dy = F.linear(x * mr.to(x.dtype), self.delta.to(x.dtype)) * mc.to(x.dtype)
+    if self.delta_bias is not None: dy = dy + (mc*self.delta_bias).to(x.dtype)
+    return y + dy
 
-    @torch.no_grad()
-    def merged(self):
-        "The effective (weight, bias) in the base dtype: what a plain `nn.Linear` would hold."
-        mc, mr = self.masks()
-        w = self.masked_weight(mc, mr).to(self.weight.dtype)
-        b = None if self.bias is None else _masked_bias(self.bias, self.delta_bias, mc).to(self.bias.dtype)
-        return w, b
+@patch
+@torch.no_grad()
+def merged(self:DeltaLinear):
+    "The effective (weight, bias) in the base dtype: what a plain `nn.Linear` would hold."
+    mc, mr = self.masks()
+    w = self.masked_weight(mc, mr).to(self.weight.dtype)
+    b = None if self.bias is None else _masked_bias(self.bias, self.delta_bias, mc).to(self.bias.dtype)
+    return w, b
 
-    def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"form={self.form!r}, " + ("store='theta', " if self.delta is None else "") + f"row_open={self.row_gate.n_open()}/{self.row_gate.n}, col_open={self.col_gate.n_open()}/{self.col_gate.n}")
+@patch
+def extra_repr(self:DeltaLinear):
+    return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"form={self.form!r}, " + ("store='theta', " if self.delta is None else "") + f"row_open={self.row_gate.n_open()}/{self.row_gate.n}, col_open={self.col_gate.n_open()}/{self.col_gate.n}")
 
 # %% ../nbs/01_delta.ipynb #af19cd09
 def delta_dtype(dtype:torch.dtype) -> torch.dtype:

@@ -7,6 +7,7 @@ __all__ = ['HeavisideSTE', 'heaviside', 'Gate', 'GateBank', 'flat_of']
 
 # %% ../nbs/00_gates.ipynb #124c9155
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 # %% ../nbs/00_gates.ipynb #29323754
@@ -102,75 +103,85 @@ class GateBank:
             p += g.n*size
         return True
 
-    def _flats(self):
-        "{(device, dtype): flat logits}, every gate's logits a view of its group's tensor (rebuilt where a gate has moved)."
-        groups = {}
-        for g in self.gates: groups.setdefault((g.logits.device, g.logits.dtype), []).append(g)
-        if groups.keys() != self._groups.keys(): self._flat, self._grad = {}, {}
-        self._groups = groups
-        for key, gs in groups.items():
-            f = self._flat.get(key)
-            if f is None or not self._views_of(f, gs):
-                with torch.no_grad(): f = torch.cat([g.logits.detach() for g in gs]) if len(gs) > 1 else gs[0].logits.detach().clone()
-                for g, v in zip(gs, f.split([g.n for g in gs])): g.logits.data = v
-                self._flat[key], self._grad[key] = f, None
-        return self._flat
-
-    def _accumulate(self, key, gs, d):
-        "Add the flat STE gradient `d` to the `.grad` of the group's gates `gs`: one tensor whose views they are, when it can be."
-        cur = self._grad.get(key)
-        train = [g.logits.requires_grad for g in gs]
-        if all(g.logits.grad is None for g in gs):
-            self._grad[key] = d
-            for g, v, t in zip(gs, d.split([g.n for g in gs]), train):
-                if t: g.logits.grad = v
-        elif cur is not None and all(g.logits.grad is not None and g.logits.grad._base is cur for g, t in zip(gs, train) if t):
-            cur.add_(d)
-        else:   # someone replaced a gradient: accumulate gate by gate
-            self._grad[key] = None
-            for g, v, t in zip(gs, d.split([g.n for g in gs]), train):
-                if t: g.logits.grad = v.clone() if g.logits.grad is None else g.logits.grad + v
-
-    def flat(self):
-        "(logits, grad): the flat tensors every gate's logits and `.grad` are views of, or None for either where they are not (several devices or dtypes, a gradient replaced)."
-        if len(self._groups) != 1: return None, None
-        (key, gs), = self._groups.items()
-        f, gr = self._flat.get(key), self._grad.get(key)
-        if f is None or not self._views_of(f, gs): return None, None
-        if gr is None or any(g.logits.grad is None or g.logits.grad._base is not gr for g in gs): gr = None
-        return f, gr
-
-    def _compute(self):
-        "Every gate's mask, one Heaviside per device and dtype."
-        out = {}
-        for key, f in self._flats().items():
-            gs = self._groups[key]
-            if torch.is_grad_enabled() and any(g.logits.requires_grad for g in gs):
-                m = _BankHeaviside.apply(self, key, f, *[g.logits for g in gs])
-            else: m = (f > 0).to(f.dtype)
-            out.update(zip(map(id, gs), m.split([g.n for g in gs]) if len(gs) > 1 else [m]))
-        return out
-
-    def mask(self, gate:Gate) -> torch.Tensor:
-        "`gate`'s mask: during a forward pass, a view of the bank's one Heaviside; otherwise the gate's own."
-        if not self.active: return heaviside(gate.logits)
-        if self._masks is None: self._masks = self._compute()
-        return self._masks[id(gate)]
-
-    def attach(self, module:nn.Module):
-        "Bracket every forward pass of `module` with `start` and `stop` (also when the forward raises); returns the bank."
-        module.register_forward_pre_hook(self.start)
-        module.register_forward_hook(self.stop, always_call=True)
-        return self
-
-    def detach(self, module:nn.Module):
-        "Remove this bank's hooks from `module`; returns the bank."
-        for hooks in (module._forward_pre_hooks, module._forward_hooks):
-            for k in [k for k, h in hooks.items() if getattr(h, '__self__', None) is self]:
-                del hooks[k]; module._forward_hooks_always_called.pop(k, None)
-        return self
-
     def __repr__(self): return f"GateBank({len(self.gates)} gates, {sum(g.n for g in self.gates)} channels)"
+
+# %% ../nbs/00_gates.ipynb #c628b8c8
+@patch
+def _flats(self:GateBank):
+    "{(device, dtype): flat logits}, every gate's logits a view of its group's tensor (rebuilt where a gate has moved)."
+    groups = {}
+    for g in self.gates: groups.setdefault((g.logits.device, g.logits.dtype), []).append(g)
+    if groups.keys() != self._groups.keys(): self._flat, self._grad = {}, {}
+    self._groups = groups
+    for key, gs in groups.items():
+        f = self._flat.get(key)
+        if f is None or not self._views_of(f, gs):
+            with torch.no_grad(): f = torch.cat([g.logits.detach() for g in gs]) if len(gs) > 1 else gs[0].logits.detach().clone()
+            for g, v in zip(gs, f.split([g.n for g in gs])): g.logits.data = v
+            self._flat[key], self._grad[key] = f, None
+    return self._flat
+
+@patch
+def _accumulate(self:GateBank, key, gs, d):
+    "Add the flat STE gradient `d` to the `.grad` of the group's gates `gs`: one tensor whose views they are, when it can be."
+    cur = self._grad.get(key)
+    train = [g.logits.requires_grad for g in gs]
+    if all(g.logits.grad is None for g in gs):
+        self._grad[key] = d
+        for g, v, t in zip(gs, d.split([g.n for g in gs]), train):
+            if t: g.logits.grad = v
+    elif cur is not None and all(g.logits.grad is not None and g.logits.grad._base is cur for g, t in zip(gs, train) if t):
+        cur.add_(d)
+    else:   # someone replaced a gradient: accumulate gate by gate
+        self._grad[key] = None
+        for g, v, t in zip(gs, d.split([g.n for g in gs]), train):
+            if t: g.logits.grad = v.clone() if g.logits.grad is None else g.logits.grad + v
+
+@patch
+def flat(self:GateBank):
+    "(logits, grad): the flat tensors every gate's logits and `.grad` are views of, or None for either where they are not (several devices or dtypes, a gradient replaced)."
+    if len(self._groups) != 1: return None, None
+    (key, gs), = self._groups.items()
+    f, gr = self._flat.get(key), self._grad.get(key)
+    if f is None or not self._views_of(f, gs): return None, None
+    if gr is None or any(g.logits.grad is None or g.logits.grad._base is not gr for g in gs): gr = None
+    return f, gr
+
+# %% ../nbs/00_gates.ipynb #e30d07a8
+@patch
+def _compute(self:GateBank):
+    "Every gate's mask, one Heaviside per device and dtype."
+    out = {}
+    for key, f in self._flats().items():
+        gs = self._groups[key]
+        if torch.is_grad_enabled() and any(g.logits.requires_grad for g in gs):
+            m = _BankHeaviside.apply(self, key, f, *[g.logits for g in gs])
+        else: m = (f > 0).to(f.dtype)
+        out.update(zip(map(id, gs), m.split([g.n for g in gs]) if len(gs) > 1 else [m]))
+    return out
+
+@patch
+def mask(self:GateBank, gate:Gate) -> torch.Tensor:
+    "`gate`'s mask: during a forward pass, a view of the bank's one Heaviside; otherwise the gate's own."
+    if not self.active: return heaviside(gate.logits)
+    if self._masks is None: self._masks = self._compute()
+    return self._masks[id(gate)]
+
+# %% ../nbs/00_gates.ipynb #920a62c7
+@patch
+def attach(self:GateBank, module:nn.Module):
+    "Bracket every forward pass of `module` with `start` and `stop` (also when the forward raises); returns the bank."
+    module.register_forward_pre_hook(self.start)
+    module.register_forward_hook(self.stop, always_call=True)
+    return self
+
+@patch
+def detach(self:GateBank, module:nn.Module):
+    "Remove this bank's hooks from `module`; returns the bank."
+    for hooks in (module._forward_pre_hooks, module._forward_hooks):
+        for k in [k for k, h in hooks.items() if getattr(h, '__self__', None) is self]:
+            del hooks[k]; module._forward_hooks_always_called.pop(k, None)
+    return self
 
 # %% ../nbs/00_gates.ipynb #e6323a34
 def flat_of(gates:list) -> tuple:
