@@ -306,21 +306,20 @@ class TriggerFit:
         self.pad = pad_id(tok)
         self.packed = pack_targets(tg, self.keep, self.pad, dev)   # batches are gathered from it on the device
         self.decoder, self.head, self.emb = getattr(carrier, carrier.base_model_prefix), carrier.get_output_embeddings(), carrier.get_input_embeddings()
-        self.g = torch.Generator().manual_seed(seed)
-        self.batches = StreamOrder(len(self.packed['lens']), batch_size, self.g)
+        self.batches = StreamOrder(len(self.packed['lens']), batch_size, torch.Generator().manual_seed(seed))
         self.history, self.start = [], 0   # the history is appended to by the `Learner` that runs the steps
         self.fp = _targets_fingerprint(settings, tg, channels) if out_dir is not None else None
         if release_targets: tg['acts'] = tg['tail_logprobs'] = None   # the packed copy holds them; the per-sequence lists would double the memory
         st = resume_checkpoint(out_dir, self.fp, trig, self.opt, ['emb'], what='trigger training') if out_dir is not None else None
         if st:   # the trigger, Adam's moments, the batch order and the generator, as they were after step st['step']
             self.start, self.batches.order, self.history = st['step'], st['order'], st['history']
-            self.g.set_state(torch.tensor(st['generator'], dtype=torch.uint8))
+            self.batches.g.set_state(torch.tensor(st['generator'], dtype=torch.uint8))
         self.n_steps = self.start
 
     def save(self):
         "Checkpoint the trigger, Adam, the batch order, the generator and the history after `n_steps` steps."
         save_checkpoint(self.out_dir, self.n_steps, {'emb': self.trig.emb.detach()}, self.opt, ['emb'],
-                        dict(fingerprint=self.fp, order=self.batches.order, generator=self.g.get_state().tolist(), history=self.history))
+                        dict(fingerprint=self.fp, order=self.batches.order, generator=self.batches.g.get_state().tolist(), history=self.history))
 
 # %% ../nbs/07_eraser.ipynb #4bad7277
 @patch

@@ -386,11 +386,12 @@ def pretrain(model, tok, texts, steps:int=600, batch_size:int=32, lr:float=2e-3,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s+1)/warmup) * 0.5*(1 + math.cos(math.pi*min(s, steps)/steps)))
     def step(learn):
         loss = model(**_batch([enc[i] for i in order.next()], tok.pad_token_id)).loss
-        check_finite(loss.item(), 'The pretraining loss', learn.i + 1, hint=f"Lower lr (now {lr}).")
+        v = loss.item()   # the step's one host sync: its record and the finiteness check
+        check_finite(v, 'The pretraining loss', learn.i + 1, hint=f"Lower lr (now {lr}).")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return v
     cbs = [Progress('pretrain', show=lambda l: dict(loss=f"{l.record:.3f}"), every=20, enabled=progress), TrainMode(model, after=False)]
     return Learner(step, steps, cbs=cbs).fit().history
 
