@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['GROUPS', 'MATRICES', 'LAYOUTS', 'FAMILIES', 'CARRIER_FORMAT', 'CARRIER_VERSION', 'Layout', 'register_layout',
            'layout_of', 'is_carrier', 'gated_names', 'check_pair', 'make_carrier', 'random_model', 'perturbed',
-           'set_gates', 'random_gates', 'carrier_sparsity', 'merge_carrier', 'save_carrier', 'load_carrier',
-           'write_channels', 'plot_open_channels', 'atomic_path', 'atomic_dir', 'save_json', 'save_tensors',
-           'sha256_file']
+           'set_gates', 'random_gates', 'carrier_sparsity', 'merge_carrier', 'base_sha256', 'save_carrier',
+           'carrier_card', 'load_carrier', 'write_channels', 'plot_open_channels', 'atomic_path', 'atomic_dir',
+           'save_json', 'save_tensors', 'sha256_file']
 
 # %% ../nbs/02_carrier.ipynb #c2937950
 import copy, warnings
@@ -20,7 +20,8 @@ from safetensors import safe_open
 
 from .gates import Gate, GateBank
 from .delta import DeltaLinear, HeadRepeat, delta_for, delta_dtype, FORMS, STORES
-from .store import atomic_path, atomic_dir, save_json, save_tensors, sha256_file, write_artifact, read_artifact
+from .store import atomic_path, atomic_dir, save_json, save_tensors, sha256_file, write_artifact, read_artifact, tensors_sha256
+from .cards import md_table, hub_id, write_card
 _all_ = ['atomic_path', 'atomic_dir', 'save_json', 'save_tensors', 'sha256_file']   # moved to store; importable from here for one release
 
 # %% ../nbs/02_carrier.ipynb #e08ca64e
@@ -305,9 +306,14 @@ def _dims(model, lay):
                 intermediate_size=first.get_submodule(lay.up).out_features, n_heads=nh, n_kv_heads=nkv,
                 head_dim=hd, vocab_size=cfg.vocab_size)
 
+def base_sha256(model) -> str:
+    "SHA-256 of the base weights of `model`, a plain model or a carrier (which shares its base's tensors and names): `tensors_sha256` of its state dict without ΔW, θ and gates."
+    own = ('.delta', '.delta_bias', '.theta')
+    return tensors_sha256({k: v for k, v in model.state_dict().items() if not k.endswith(own) and not k.startswith('carrier_gates.')})
+
 @torch.no_grad()
 def save_carrier(model, path) -> Path:
-    "Save a carrier's open gate indices and open ΔW blocks to folder `path` (safetensors + JSON)."
+    "Save a carrier's open gate indices and open ΔW blocks to folder `path` (safetensors + JSON), with a model card (README.md)."
     _check_carrier(model)
     path = Path(path)
     info = model.carrier_info
@@ -322,20 +328,55 @@ def save_carrier(model, path) -> Path:
         if dl.delta_bias is not None: tensors[f"layers.{i}.{m}.delta_bias"] = dl.delta_bias[oc]
     first = next(iter(model.deltas.values()))
     sp = carrier_sparsity(model)
-    return write_artifact(path, 'carrier', CARRIER_FORMAT, CARRIER_VERSION, tensors, model_type=info['model_type'], base=info['base'],
-                          dims=_dims(model, lay), layout=info['layout'], init=info['init'], form=info['form'],
-                          base_dtype=str(first.weight.dtype).removeprefix('torch.'),
-                          delta_dtype=str(first.delta_dtype).removeprefix('torch.'),
-                          sparsity=dict(weight=sp['weight'], gate=sp['gate']))
+    meta = dict(model_type=info['model_type'], base=info['base'], base_sha256=base_sha256(model), dims=_dims(model, lay), layout=info['layout'],
+                init=info['init'], form=info['form'], base_dtype=str(first.weight.dtype).removeprefix('torch.'),
+                delta_dtype=str(first.delta_dtype).removeprefix('torch.'),
+                sparsity=dict(weight=sp['weight'], gate=sp['gate'], per_matrix=sp['per_matrix']))
+    write_artifact(path, 'carrier', CARRIER_FORMAT, CARRIER_VERSION, tensors, **meta)
+    write_card(path, *carrier_card(meta))
+    return path
+
+# %% ../nbs/02_carrier.ipynb #b39112d3
+def _pct(v): return '–' if v is None else f"{100*v:.1f}%"
+
+def carrier_card(meta:dict, # a carrier's sidecar (carrier.json)
+                 sections=(), # more (heading, markdown) sections, e.g. a run's results
+                 base_model:str|None=None # the base's hub id, when the sidecar names a local path
+                ) -> tuple:
+    "(metadata, body) of a carrier's model card."
+    sp, dims = meta['sparsity'], meta['dims']
+    base = base_model or hub_id(meta.get('base'))
+    card = dict(base_model=base, base_model_sha256=meta.get('base_sha256'), library_name='sft_reverse',
+                tags=['sft_reverse', 'lcdd', 'sparse-carrier', meta['model_type']])
+    rows = [['all projections', _pct(sp['weight']), _pct(sp['gate'])]] + [[m, _pct(v), ''] for m, v in sp.get('per_matrix', {}).items()]
+    body = [f"# LCDD carrier of {base or meta.get('base') or 'a ' + meta['model_type'] + ' model'}",
+            "A sparse *carrier* crafted with LCDD (\"Crafting Reversible SFT Behaviors in Large Language Models\"): the weight delta of a supervised "
+            "fine-tune, kept only on the open rows and columns of binary gates on every attention and MLP projection. On its base model it "
+            "carries the fine-tuned behaviour; the rest of the delta is zero.",
+            "## Sparsity", md_table(['', 'weight sparsity', 'gate sparsity'], rows),
+            f"Base: {meta.get('base') or 'unnamed'} ({meta['model_type']}, {dims['n_layers']} layers, hidden size {dims['hidden_size']}, "
+            f"{meta['base_dtype']}); ΔW in {meta['delta_dtype']}." +
+            (f" SHA-256 of the base weights (`sft_reverse.carrier.base_sha256`): `{meta['base_sha256']}`." if meta.get('base_sha256') else '')]
+    for h, text in sections: body += [f"## {h}", text]
+    body += ["## Load it", "With sft_reverse, onto the base model it was crafted from:",
+             "```python\nfrom sft_reverse.carrier import load_carrier, merge_carrier\n"
+             "carrier = load_carrier(base, 'PATH')   # base: the model it was crafted from\nmodel = merge_carrier(carrier)          # a plain model of the base's class\n```",
+             "Without sft_reverse: export it as a PEFT LoRA adapter (`sft_reverse.share.export_peft(carrier, OUT)`, or `sft-reverse export RUN_DIR --peft OUT` "
+             "for a run's carrier) and load that with `peft.PeftModel.from_pretrained(base, OUT)`."]
+    return card, '\n\n'.join(body)
 
 # %% ../nbs/02_carrier.ipynb #34efedde
 def _read_carrier_meta(path):
     return read_artifact(path, 'carrier', CARRIER_FORMAT, CARRIER_VERSION, fix='save it again with save_carrier(model, path).')
 
 @torch.no_grad()
-def load_carrier(base, path, form:str|None=None, store:str='delta'):
+def load_carrier(base, path, form:str|None=None, store:str='delta',
+                 check_base:bool=False): # also compare the base's weights with the hash the carrier recorded (a pass over every weight)
     "Rebuild the carrier saved at `path` on `base` (which must be the base model it was crafted from)."
     meta, tf = _read_carrier_meta(path)
+    if check_base and meta.get('base_sha256') and base_sha256(base) != meta['base_sha256']:
+        warnings.warn(f"The base's weights differ from those the carrier at {str(path)!r} was crafted on ({meta['base'] or 'unnamed'}, "
+                      f"{meta.get('base_dtype')}): the carrier's ΔW is only meaningful on that base.")
     if is_carrier(base): raise ValueError("The base model is already a carrier; pass the plain base model.")
     if _model_type(base) != meta['model_type']:
         raise ValueError(f"The carrier at {str(path)!r} was made for a {meta['model_type']!r} model but the base is {_model_type(base)!r}; load it onto the base it was crafted from ({meta['base'] or 'unnamed'}).")

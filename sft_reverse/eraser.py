@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['TRIGGER_FORMAT', 'ERASER_DEFAULTS', 'MSE_NORMS', 'NORM_UNITS', 'SoftTrigger', 'model_identity', 'save_trigger',
-           'load_trigger', 'all_channels', 'capture_writes', 'base_targets', 'targets_from_ids', 'embedding_scale',
-           'train_trigger', 'pack_targets', 'mse_weights', 'TriggerFit', 'plot_trigger']
+           'trigger_card', 'load_trigger', 'all_channels', 'capture_writes', 'base_targets', 'targets_from_ids',
+           'embedding_scale', 'train_trigger', 'pack_targets', 'mse_weights', 'TriggerFit', 'plot_trigger']
 
 # %% ../nbs/07_eraser.ipynb #e40b34a3
 import json, math, time
@@ -16,7 +16,8 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .carrier import write_channels, is_carrier, layout_of
+from .carrier import write_channels, is_carrier, layout_of, base_sha256
+from .cards import md_table, hub_id, write_card
 from .store import write_artifact, read_artifact, load_tensors, fingerprint
 from .learner import (check_mixed_precision, autocast, grad_scaler, save_checkpoint, resume_checkpoint, latest_checkpoint,
                                  Learner, Progress, Checkpoint, CallEach, TrainMode, check_finite, StreamOrder, only_trainable)
@@ -66,10 +67,38 @@ def model_identity(model) -> dict:
                 name=getattr(cfg, '_name_or_path', '') or '')
 
 def save_trigger(trigger:SoftTrigger, path, model, channels:dict|None=None, settings:dict|None=None) -> Path:
-    "Save `trigger` to folder `path` (safetensors + JSON sidecar), atomically."
+    "Save `trigger` to folder `path` (safetensors + JSON sidecar), atomically, with a model card (README.md)."
     ch = None if channels is None else {str(i): {k: [int(x) for x in v] for k, v in c.items()} for i, c in channels.items()}
-    return write_artifact(path, 'trigger', TRIGGER_FORMAT, 1, {'trigger': trigger.emb.detach().float()}, model=model_identity(model),
-                          L=trigger.L, d=trigger.d, R=trigger.R, channels=ch, settings=settings or {})
+    meta = dict(model=model_identity(model), base_sha256=base_sha256(model), L=trigger.L, d=trigger.d, R=trigger.R, channels=ch, settings=settings or {})
+    write_artifact(path, 'trigger', TRIGGER_FORMAT, 1, {'trigger': trigger.emb.detach().float()}, **meta)
+    write_card(path, *trigger_card(meta))
+    return Path(path)
+
+def trigger_card(meta:dict, # a trigger's sidecar (trigger.json)
+                 sections=(), # more (heading, markdown) sections, e.g. a run's results
+                 base_model:str|None=None # the base's hub id, when the sidecar names a local path
+                ) -> tuple:
+    "(metadata, body) of a trigger's model card."
+    m, st = meta['model'], meta.get('settings') or {}
+    base = base_model or hub_id(m['name'])
+    card = dict(base_model=base, base_model_sha256=meta.get('base_sha256'), library_name='sft_reverse',
+                tags=['sft_reverse', 'sft-eraser', 'soft-prompt', m['model_type']])
+    n_ch = None if meta.get('channels') is None else sum(len(v) for c in meta['channels'].values() for v in c.values())
+    rows = [['length L (input embeddings)', meta['L']], ['embedding size d', meta['d']], ['ℓ2 radius R of each embedding', meta['R']],
+            ['write channels matched', n_ch if n_ch is not None else '–']] + [[f"training: {k}", st[k]] for k in ('mode', 'steps', 'lr', 'alpha', 'beta') if k in st]
+    body = [f"# SFT-Eraser trigger for {base or m['name'] or 'a ' + m['model_type'] + ' model'}",
+            "A soft prompt (SFT-Eraser, \"Crafting Reversible SFT Behaviors in Large Language Models\"): input embeddings trained so that the "
+            "carrier's residual-write activations match the base model's. Prepended to a prompt of the carrier it was trained on, it switches "
+            "the fine-tuned behaviour off while every weight stays fixed.",
+            "## The trigger", md_table(['', ''], rows)]
+    for h, text in sections: body += [f"## {h}", text]
+    body += ["## Load it", "With sft_reverse, on the carrier it was trained on:",
+             "```python\nfrom sft_reverse.eraser import load_trigger\nfrom sft_reverse.chat import generate\n"
+             "trig = load_trigger('PATH', carrier)   # carrier = sft_reverse.carrier.load_carrier(base, CARRIER_PATH)\n"
+             "answers = generate(carrier, tok, prompts, trigger=trig.emb)\n```",
+             "Without sft_reverse: export it as a PEFT prompt-tuning adapter (`sft_reverse.share.export_peft_trigger`, or `sft-reverse export RUN_DIR "
+             "--peft-trigger OUT`) and load that with `peft.PeftModel.from_pretrained(merged_carrier, OUT)`."]
+    return card, '\n\n'.join(body)
 
 def load_trigger(path, model=None) -> SoftTrigger:
     "Load a trigger saved by `save_trigger`; with `model`, check it was trained for that model."

@@ -29,7 +29,7 @@ from .evals import kl_metrics, refusal_rate, behaviour_metrics
 from .judges import WildGuardJudge, HarmBenchJudge, StyleJudge
 from .utility import mcq_accuracy, load_mmlu, load_hellaswag, reference_rows, answer_loglik, facts_mcq, facts_accuracy
 from .config import RunConfig, DTYPES, resolve, resolve_device, load_model
-from .reports import results_table, plot_run
+from .reports import results_table, plot_run, write_run_cards
 
 # %% ../nbs/09b_pipeline.ipynb #8c55895b
 STAGES = ('data', 'sft', 'lcdd', 'trigger', 'eval')
@@ -248,6 +248,7 @@ def _report(r, times) -> dict:
                    timings=times, versions=_versions())
     save_json(results, r.out/'results.json')
     write_text(r.out/'tables.md', results_table(results) + '\n')
+    write_run_cards(r.out)   # the carrier's and trigger's model cards gain the results table
     try: plot_run(r.out, r.carrier)
     except Exception as e: warnings.warn(f"Plotting failed ({e}); the results are unaffected.")
     return results

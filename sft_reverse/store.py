@@ -4,14 +4,15 @@
 
 # %% auto #0
 __all__ = ['PARTIAL', 'atomic_path', 'atomic_dir', 'save_json', 'write_text', 'save_tensors', 'load_tensors', 'sha256_file',
-           'fingerprint', 'write_artifact', 'read_artifact', 'Locked', 'file_lock', 'repo_root', 'stage_done',
-           'mark_done', 'stage_seconds', 'checkpoint_dir', 'sweep_partial']
+           'fingerprint', 'tensors_sha256', 'write_artifact', 'read_artifact', 'Locked', 'file_lock', 'repo_root',
+           'stage_done', 'mark_done', 'stage_seconds', 'checkpoint_dir', 'sweep_partial']
 
 # %% ../nbs/00a_store.ipynb #de107277
 import fcntl, hashlib, json, os, re, shutil, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -97,6 +98,16 @@ def fingerprint(obj, *parts:str) -> str:
     h = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode())
     for p in parts: h.update(p.encode())
     return h.hexdigest()[:16]
+
+# %% ../nbs/00a_store.ipynb #dd039569
+def tensors_sha256(tensors:dict) -> str:
+    "Hex SHA-256 of named tensors: each name, dtype, shape and raw bytes, in name order."
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach()
+        h.update(f"{k}|{str(t.dtype).removeprefix('torch.')}|{tuple(t.shape)}|".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 # %% ../nbs/00a_store.ipynb #ade6e815
 def write_artifact(path, name:str, # the folder, and the file stem: NAME.safetensors + NAME.json

@@ -96,3 +96,22 @@ def test_every_gguf_spec_names_the_same_cached_folder(smol, tmp_path):
     assert 'quantization_config' not in (folder/'config.json').read_text()
     bad = tmp_path/'bad.gguf'; bad.write_bytes(b'GGUF' + bytes(16))
     with pytest.raises(ValueError, match='corrupt or truncated'): load_model(str(bad), progress=False)
+
+
+def test_carrier_round_trips_through_peft_on_real_weights(smol, tmp_path):
+    "export_peft on SmolLM2: PEFT's merged model is the carrier's merged model bit for bit; unmerged, it agrees to float32 rounding."
+    from peft import PeftModel
+    from sft_reverse.carrier import random_gates
+    from sft_reverse.share import export_peft
+    base, tok = smol
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); carrier = make_carrier(base, perturbed(base, scale=0.05))
+    set_gates(carrier, random_gates(0.3, seed=1))
+    ids = tok("The quick brown fox jumps over the lazy dog.", return_tensors='pt')['input_ids']
+    want = _logits(merge_carrier(carrier), ids)
+    export_peft(carrier, tmp_path/'peft')
+    pm = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path/'peft').eval()
+    got = _logits(pm, ids)
+    print(f"unmerged PEFT: max |Δ logit| {(got - want).abs().max().item():.2e} of max |logit| {want.abs().max().item():.1f}")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert torch.equal(_logits(pm.merge_and_unload(), ids), want)
