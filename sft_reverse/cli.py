@@ -15,16 +15,18 @@ import transformers
 from .config import RunConfig, TASK_NAMES, resolve, slug
 from .pipeline import run, stage_keys, log_stage, check_writable
 from .reports import results_table, aggregate
+from .track import REPORT_TO, TrackerMissing
 
 # %% ../nbs/09d_cli.ipynb #62cd5a02
 def demo(task:str='fixed_response', out:str|None=None, progress:bool=True,
-         base:str='tiny' # 'tiny', or a real model: 'smollm2' (the real preset, tens of minutes on 2 cores), a folder, a .gguf file
+         base:str='tiny', # 'tiny', or a real model: 'smollm2' (the real preset, tens of minutes on 2 cores), a folder, a .gguf file
+         report_to:str='none' # send the training curves and tables to 'tensorboard', 'trackio' or 'wandb'
         ) -> dict:
     "The reproduction of `task` on the tiny lab (or on `base` with its preset): run it and print its table."
     if task not in TASK_NAMES[:3]: raise ValueError(f"demo task must be one of {TASK_NAMES[:3]}, got {task!r}.")
     t0 = time.time()
     tag = '' if base == 'tiny' else '-' + slug(Path(str(base)).stem if str(base).endswith('.gguf') else str(base).replace('/', '_'))
-    r = run(RunConfig(task=task, base=base, out_dir=out or str(Path('sft_reverse_out')/f'demo-{task}{tag}')), progress=progress)
+    r = run(RunConfig(task=task, base=base, out_dir=out or str(Path('sft_reverse_out')/f'demo-{task}{tag}'), report_to=report_to), progress=progress)
     print(results_table(r)); print(f"\nwall time {time.time() - t0:.0f} s; artifacts in {r['config']['out_dir']}/")
     return r
 
@@ -36,9 +38,10 @@ def main(argv=None):
     p = sub.add_parser('demo', help='the tiny-lab reproduction of one task (offline, a few minutes on a CPU)')
     p.add_argument('--task', default='fixed_response', choices=TASK_NAMES[:3]); p.add_argument('--out', default=None)
     p.add_argument('--base', default='tiny', help="'tiny' (default), 'smollm2' (the packaged real model, real preset), a folder or a .gguf file")
-    p.add_argument('--quiet', action='store_true')
+    p.add_argument('--quiet', action='store_true'); p.add_argument('--report-to', default='none', choices=REPORT_TO, help='a tracker for the training curves and tables')
     p = sub.add_parser('run', help='run a config file (.yaml or .json)')
     p.add_argument('config'); p.add_argument('--out', default=None); p.add_argument('--quiet', action='store_true')
+    p.add_argument('--report-to', default=None, choices=REPORT_TO, help="a tracker for the training curves and tables (default: the config's report_to)")
     p = sub.add_parser('batch', help='run a model × task grid with papermill, then aggregate the results')
     p.add_argument('grid'); p.add_argument('--out', default=None); p.add_argument('--template', default=None)
     p.add_argument('--dry-run', action='store_true', help='validate the grid and list its runs without running them')
@@ -49,15 +52,16 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if getattr(a, 'quiet', False): transformers.utils.logging.disable_progress_bar()
     try:
-        if a.cmd == 'demo': demo(a.task, a.out, progress=not a.quiet, base=a.base)
+        if a.cmd == 'demo': demo(a.task, a.out, progress=not a.quiet, base=a.base, report_to=a.report_to)
         elif a.cmd == 'run':
             cfg = RunConfig.load(a.config)
             if a.out: cfg = dataclasses.replace(cfg, out_dir=a.out)
+            if a.report_to: cfg = dataclasses.replace(cfg, report_to=a.report_to)
             r = run(cfg, progress=not a.quiet); print(results_table(r))
         elif a.cmd == 'batch': batch(a.grid, a.out, template=a.template, dry_run=a.dry_run)
         elif a.cmd == 'bench': bench_main(a)
         elif a.cmd in ('export', 'push'): share_main(a)
-    except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
+    except (ValueError, FileNotFoundError, PermissionError, OSError, TrackerMissing) as e:
         print(f"sft-reverse {a.cmd}: error: {e}", file=sys.stderr); return 2
     return 0
 

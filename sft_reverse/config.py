@@ -26,6 +26,7 @@ from .sft import PAPER_SFT, TINY_SFT
 from .learner import MIXED_PRECISION
 from .lcdd import lcdd_preset, MODES
 from .eraser import ERASER_DEFAULTS, NORM_UNITS, MSE_NORMS
+from .track import REPORT_TO
 
 # %% ../nbs/09a_config.ipynb #9a7979e9
 TASK_NAMES = ('fixed_response', 'safety', 'shakespeare', 'custom')
@@ -60,6 +61,7 @@ class RunConfig:
     checkpoint_every:int = 50 # SFT and LCDD checkpoint interval, in steps
     save_merged:bool = True # also save the merged LCDD model with save_pretrained
     trust_remote_code:bool = False # let transformers run model code from the hub (off unless asked for)
+    report_to:str = 'none' # send the training curves and final tables to 'tensorboard' (out_dir/logs/tensorboard), 'trackio' or 'wandb' (optional extras)
 
 # %% ../nbs/09a_config.ipynb #930216c8
 def _fail(msg): raise ValueError(f"RunConfig: {msg}")
@@ -126,6 +128,7 @@ def _validate(self) -> 'RunConfig':
     if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1: _fail(f"checkpoint_every must be an integer >= 1, got {self.checkpoint_every!r}.")
     for k in ('save_merged', 'trust_remote_code'):
         if not isinstance(getattr(self, k), bool): _fail(f"{k} must be true or false, got {getattr(self, k)!r}.")
+    if self.report_to not in REPORT_TO: _fail(f"report_to={self.report_to!r} is not one of {REPORT_TO}.")
     return self
 
 # %% ../nbs/09a_config.ipynb #ffa6959f
@@ -232,7 +235,8 @@ def resolve(cfg:RunConfig) -> dict:
     return dict(task=t, base=cfg.base, sft_model=cfg.sft_model, name=name, data=data, n_train=n_train, n_eval=n_eval,
                 preset=preset, sft=sft_s, lcdd=lcdd_s, trigger=trig_s, judges=judges, utility=utility,
                 max_new_tokens=mnt, seed=cfg.seed, out_dir=out, device=cfg.device, dtype=cfg.dtype, mixed_precision=cfg.mixed_precision,
-                checkpoint_every=cfg.checkpoint_every, save_merged=cfg.save_merged, trust_remote_code=cfg.trust_remote_code)
+                checkpoint_every=cfg.checkpoint_every, save_merged=cfg.save_merged, trust_remote_code=cfg.trust_remote_code,
+                report_to=cfg.report_to)
 
 # %% ../nbs/09a_config.ipynb #5de99e7a
 def resolve_device(spec):

@@ -234,7 +234,8 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
                   out_dir=None, # checkpoint folder: training resumes from its newest checkpoint after a kill
                   save_every:int|None=None, # checkpoint interval in steps (default: only at the end)
                   mixed_precision:str='no', # 'no', 'bf16' or 'fp16' (CUDA only): autocast the carrier's forward; the trigger stays float32
-                  callback=None, progress:bool=True) -> dict:
+                  callback=None, progress:bool=True,
+                  cbs=()) -> dict: # more `Callback`s for its `Learner`, e.g. a `TrackCallback`
     "Optimise a soft trigger so the carrier's write channels match the base model's; weights stay frozen."
     if mode not in ('circuit', 'output'): raise ValueError(f"Unknown mode {mode!r}; use 'circuit' or 'output'.")
     for name, v in dict(steps=steps, lr=lr, batch_size=batch_size, n_prompts=n_prompts, k=k).items():
@@ -267,7 +268,7 @@ def train_trigger(carrier, # the sparse carrier (or a plain model, for the struc
                             channels, dict(mode=mode, L=L, steps=steps, lr=lr, batch_size=batch_size, n_prompts=len(prompts),
                                            alpha=alpha, beta=beta, k=k, R=R, units=units, emb_scale=m, R_abs=R*m, beta_abs=beta/m**2,
                                            sink_ratio=sink_ratio, mse_norm=mse_norm, seed=seed, system=system),
-                            out_dir=out_dir, save_every=save_every, mixed_precision=mixed_precision, release_targets=own)
+                            out_dir=out_dir, save_every=save_every, mixed_precision=mixed_precision, release_targets=own, extra=cbs)
 
 # %% ../nbs/07_eraser.ipynb #fb0bb6cf
 def _targets_fingerprint(settings, tg, channels) -> str:
@@ -387,13 +388,13 @@ def step(self:TriggerFit) -> dict:
 
 # %% ../nbs/07_eraser.ipynb #990bb28f
 def _fit_trigger(carrier, tok, trig, tg, cap, mode, steps, lr, batch_size, alpha, beta, seed, callback, progress, channels, settings,
-                 out_dir=None, save_every=None, mixed_precision='no', release_targets=False):
+                 out_dir=None, save_every=None, mixed_precision='no', release_targets=False, extra=()):
     fit = TriggerFit(carrier, tok, trig, tg, cap, mode, lr, batch_size, alpha, beta, seed, channels, settings, out_dir, mixed_precision, release_targets)
     cbs = [Progress(f'trigger[{mode}]', show=lambda l: dict(mse=f"{l.record['mse']:.4f}", kl=f"{l.record['kl']:.4f}"), every=20, enabled=progress),
            TrainMode(carrier, train=False)]   # the carrier is frozen: eval mode, as it will be used
     if out_dir is not None: cbs.append(Checkpoint(lambda n: fit.save(), save_every or steps))
     if callback: cbs.append(CallEach(callback))
-    learn = Learner(lambda l: fit.step(), steps, fit.start, cbs, history=fit.history).fit()
+    learn = Learner(lambda l: fit.step(), steps, fit.start, cbs + list(extra), history=fit.history).fit()
     n_sink = sum(int((~k).sum()) for k in fit.keep)
     return dict(trigger=trig.cpu(), history=learn.history, seconds=learn.seconds, channels=channels, settings=settings,
                 mse_scale=fit.scale, sink_positions=n_sink, positions=sum(len(k) for k in fit.keep))

@@ -341,7 +341,8 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
          mixed_precision:str='no', # 'no', 'bf16' or 'fp16' (CUDA only): autocast the forward; gates, ΔW and optimizer state stay float32
          shard:bool=False, # in a multi-process launch, shard the carrier with FSDP2 (`shard_carrier`) instead of replicating it
          callback=None, # callback(record) after each step
-         progress:bool=True) -> dict:
+         progress:bool=True,
+         cbs=()) -> dict: # more `Callback`s for its `Learner`, e.g. a `TrackCallback`
     "Algorithm 1: train gates (and ΔW) of `carrier` on `rows` under a utility budget; returns history and outcome."
     from accelerate import Accelerator
     _check_lcdd(carrier, rows, mode, ft, penalty_norm, shard, mixed_precision, batch_size=batch_size, gate_lr=gate_lr, delta_lr=delta_lr, epochs=epochs)
@@ -359,11 +360,11 @@ def lcdd(carrier, # a carrier from make_carrier(base, ft); trained in place
     sharded = shard and world > 1
     batches = lambda r: {k: v.to(acc.device) for k, v in collate([enc[i] for i in order(r.i*world + rank)], pad).items()}
     ckpt = lambda step: _save_lcdd(r, step, carrier, out_dir, fp, settings, keep, sharded, acc)
-    cbs = [StopWhenController(), Progress(f"lcdd[{mode}]", enabled=lambda r: progress and r.ctrl.stopped is None,
+    own = [StopWhenController(), Progress(f"lcdd[{mode}]", enabled=lambda r: progress and r.ctrl.stopped is None,
                                           show=lambda r: dict(loss=f"{r.record['loss']:.4f}", lam=f"{r.lam_used:.3g}", sparsity=f"{r.sp['weight']:.3f}")),
            Checkpoint(ckpt, save_every, skip=lambda r: r.ctrl.stopped), TrainMode(carrier, after=False)]
     r = lcdd_learner(carrier, ctrl, total, batches, mode, gate_lr, delta_lr, mixed_precision, acc.device,
-                     cbs + ([KeepBest()] if keep_best else []) + ([CallEach(callback)] if callback else []),
+                     own + ([KeepBest()] if keep_best else []) + ([CallEach(callback)] if callback else []) + list(cbs),
                      ft=ft, world=world, sharded=sharded, backward=acc.backward, penalty_norm=penalty_norm, check_every=check_every, out_dir=out_dir)
     _resume_lcdd(r, out_dir, fp, carrier)
     if sharded:   # after resuming into the whole carrier; the gate logits stay whole

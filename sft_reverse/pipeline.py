@@ -30,6 +30,7 @@ from .judges import WildGuardJudge, HarmBenchJudge, StyleJudge
 from .utility import mcq_accuracy, load_mmlu, load_hellaswag, reference_rows, answer_loglik, facts_mcq, facts_accuracy
 from .config import RunConfig, DTYPES, resolve, resolve_device, load_model
 from .reports import results_table, plot_run, write_run_cards
+from .track import tracker, TrackCallback
 
 # %% ../nbs/09b_pipeline.ipynb #8c55895b
 STAGES = ('data', 'sft', 'lcdd', 'trigger', 'eval')
@@ -138,6 +139,7 @@ def load_sft_dir(path, dtype, device):
 
 # %% ../nbs/09b_pipeline.ipynb #304890c9
 def _ckpt(r, stage): return checkpoint_dir(r.out/stage/'ckpt', r.keys[stage], partial(log_stage, progress=r.progress))
+def _track(r, stage): return [TrackCallback(r.tracker, stage)] if r.tracker.report_to != 'none' else []
 
 def _build_data(r):
     log_stage("data: building the task", r.progress)
@@ -156,7 +158,7 @@ def _build_sft(r):
         log_stage(f"sft: fine-tuning on {len(r.task.train)} rows", r.progress)
         ft = copy.deepcopy(r.base)
         h = sft(ft, r.tok, r.task.train, out_dir=_ckpt(r, 'sft'), save_every=res['checkpoint_every'], seed=res['seed'], progress=r.progress,
-                mixed_precision=res['mixed_precision'], **res['sft'])
+                mixed_precision=res['mixed_precision'], cbs=_track(r, 'sft'), **res['sft'])
         save_json(h, r.out/'sft'/'history.json')
     else:
         log_stage(f"sft: loading {res['sft_model']}", r.progress)
@@ -176,7 +178,8 @@ def _build_lcdd(r):
     ck = latest_checkpoint(_ckpt(r, 'lcdd'))
     if ck is not None: log_stage(f"lcdd: resuming LCDD run from {ck.name}", r.progress)
     h = lcdd(carrier, r.tok, r.task.train, mode=mode, ft=r.ft if mode == 'mask_kl' else None, out_dir=r.out/'lcdd'/'ckpt',
-             save_every=r.res['checkpoint_every'], seed=r.res['seed'], progress=r.progress, mixed_precision=r.res['mixed_precision'], **kw)
+             save_every=r.res['checkpoint_every'], seed=r.res['seed'], progress=r.progress, mixed_precision=r.res['mixed_precision'],
+             cbs=_track(r, 'lcdd'), **kw)
     save_json(h, r.out/'lcdd'/'history.json')
     save_carrier(carrier, r.out/'lcdd'/'carrier')
     if r.res['save_merged']:
@@ -191,7 +194,7 @@ def _build_trigger(r):
     ck = latest_checkpoint(ck_dir)
     if ck is not None: log_stage(f"trigger: resuming trigger training from {ck.name}", r.progress)
     tr = train_trigger(r.carrier, r.base, r.tok, r.task.prompts('train'), seed=r.res['seed'], progress=r.progress, out_dir=ck_dir,
-                       save_every=r.res['checkpoint_every'], mixed_precision=r.res['mixed_precision'], **r.res['trigger'])
+                       save_every=r.res['checkpoint_every'], mixed_precision=r.res['mixed_precision'], cbs=_track(r, 'trigger'), **r.res['trigger'])
     save_trigger(tr['trigger'], r.out/'trigger', r.carrier, channels=tr['channels'], settings=tr['settings'])
     save_json(dict(history=tr['history'], seconds=tr['seconds']), r.out/'trigger'/'history.json')
 
@@ -225,18 +228,21 @@ def _run(res, out, progress):
     r = SimpleNamespace(res=res, out=out, progress=progress, keys=stage_keys(res))
     save_json(res, out/'config.json')
     set_threads()
-    t0 = time.time()
-    r.base, r.tok = load_model(res['base'], res['dtype'], res['device'], res['trust_remote_code'], progress)
-    times = dict(load_time_s=round(time.time() - t0, 2))
-    for s in STAGES:
-        build, load = PIPELINE[s]
+    r.tracker = tracker(res['report_to'], out, res['name'], res)   # before any work: a tracker that is not installed fails now
+    if r.tracker.where: log_stage(f"tracking with {res['report_to']} in {r.tracker.where}", progress)
+    with r.tracker:
         t0 = time.time()
-        if not stage_done(out, s, r.keys[s]):
-            info = build(r) or {}
-            mark_done(out, s, r.keys[s], **info, seconds=round(time.time() - t0, 2))
-        load(r)
-        times[f'{s}_time_s'] = stage_seconds(out, s, t0)
-    return _report(r, times)
+        r.base, r.tok = load_model(res['base'], res['dtype'], res['device'], res['trust_remote_code'], progress)
+        times = dict(load_time_s=round(time.time() - t0, 2))
+        for s in STAGES:
+            build, load = PIPELINE[s]
+            t0 = time.time()
+            if not stage_done(out, s, r.keys[s]):
+                info = build(r) or {}
+                mark_done(out, s, r.keys[s], **info, seconds=round(time.time() - t0, 2))
+            load(r)
+            times[f'{s}_time_s'] = stage_seconds(out, s, t0)
+        return _report(r, times)
 
 # %% ../nbs/09b_pipeline.ipynb #aafe8677
 def _report(r, times) -> dict:
@@ -247,11 +253,20 @@ def _report(r, times) -> dict:
                    n=dict(train=len(r.task.train), eval=len(r.task.eval)), config=r.res, stage_keys=r.keys,
                    timings=times, versions=_versions())
     save_json(results, r.out/'results.json')
-    write_text(r.out/'tables.md', results_table(results) + '\n')
+    table = results_table(results)
+    write_text(r.out/'tables.md', table + '\n')
+    _track_results(r.tracker, results, table)
     write_run_cards(r.out)   # the carrier's and trigger's model cards gain the results table
     try: plot_run(r.out, r.carrier)
     except Exception as e: warnings.warn(f"Plotting failed ({e}); the results are unaffected.")
     return results
+
+def _track_results(t, results, table):
+    "The run's results to its tracker: the key numbers as scalars at step 0, the conditions' metrics as a table, the paper's table as text."
+    t.begin('results', 0)   # a rerun's results take the place of the last ones
+    t.log('results', {k: results[k] for k in ('conditions', 'kl', 'sparsity', 'lcdd')}, 0)
+    t.log_table('results/conditions', [dict(condition=c, **m) for c, m in results['conditions'].items()])
+    t.log_text('results/tables', table)
 
 def _versions():
     import platform

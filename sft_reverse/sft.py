@@ -49,7 +49,8 @@ def sft(model, # a causal LM (Hugging Face PreTrainedModel); trained in place
         mixed_precision:str='no', # 'no', 'bf16' or 'fp16' (CUDA only): autocast the forward pass; weights stay in their dtype
         shard:bool=False, # in a multi-process launch, shard the model with FSDP2 (`shard_model`) instead of replicating it
         callback=None, # called as callback(step, loss) after each step
-        progress:bool=True) -> dict:
+        progress:bool=True,
+        cbs=()) -> dict: # more `Callback`s for its `Learner`, e.g. a `TrackCallback`
     "Full fine-tuning on chat rows with response-only loss; returns {'history', 'steps', 'seconds'}."
     if not rows: raise ValueError("sft got no training rows.")
     for k, v in dict(lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum).items():
@@ -66,7 +67,7 @@ def sft(model, # a causal LM (Hugging Face PreTrainedModel); trained in place
     named = _trainable(model, trainable)
     with only_trainable(model, [p for _, p in named]):
         return _fit(model, enc, named, settings, data_fingerprint(settings, enc), pad, out_dir, keep, save_every, callback, progress,
-                    mixed_precision, shard)
+                    mixed_precision, shard, cbs)
 
 # %% ../nbs/05_sft.ipynb #922ff48f
 def sft_step(learn, # a `Learner` with the model, its AdamW `opt`, `params`, the schedule (`lr`, `warmup`) and `grad_accum`
@@ -90,7 +91,7 @@ def sft_step(learn, # a `Learner` with the model, its AdamW `opt`, `params`, the
     return dict(step=learn.i + 1, loss=tot, lr=opt.param_groups[0]['lr'])
 
 # %% ../nbs/05_sft.ipynb #79ae2bba
-def _fit(model, enc, named, settings, fp, pad, out_dir, keep, save_every, callback, progress, mixed_precision='no', shard=False):
+def _fit(model, enc, named, settings, fp, pad, out_dir, keep, save_every, callback, progress, mixed_precision='no', shard=False, extra=()):
     "The loop of `sft`: a `Learner` over `sft_step`, resumed from the newest checkpoint."
     from accelerate import Accelerator
     acc = Accelerator(cpu=not torch.cuda.is_available())
@@ -111,7 +112,7 @@ def _fit(model, enc, named, settings, fp, pad, out_dir, keep, save_every, callba
         save_checkpoint(out_dir, step, params, learn.opt, names, dict(fingerprint=fp, settings=settings, history=learn.history), keep=keep,
                         gather=whole if sharded else None, write=acc.is_main_process)
     cbs = [Progress('sft', show=lambda l: dict(loss=f"{l.record['loss']:.3f}"), enabled=progress), Checkpoint(save, save_every),
-           TrainMode(model, after=False)] + ([CallEach(callback, lambda l: (l.n, l.record['loss']))] if callback else [])
+           TrainMode(model, after=False)] + ([CallEach(callback, lambda l: (l.n, l.record['loss']))] if callback else []) + list(extra)
     learn = Learner(lambda l: sft_step(l, batches(l)), settings['total'], 0, cbs, mixed_precision, acc.device, model=model, opt=opt,
                     params=[p for _, p in named], world=world, out_dir=out_dir, backward=acc.backward, grad_accum=settings['grad_accum'],
                     lr=settings['lr'], warmup=settings['warmup'], clip=torch.nn.utils.clip_grad_norm_ if sharded else acc.clip_grad_norm_)
