@@ -161,11 +161,12 @@ def eos_ids(model, tok) -> list:
     return sorted(ids)
 
 @torch.no_grad()
-def _greedy(model, tok, ids, att, trigger=None, max_new_tokens=128) -> list:
-    "Greedy answers (strings) for a left-padded batch of prompt ids."
+def _greedy(model, tok, ids, att, trigger=None, max_new_tokens=128, stop=()) -> list:
+    "Greedy answers (strings) for a left-padded batch of prompt ids, each ending at eos or just before its first `stop` string."
     eos = eos_ids(model, tok)
     kw = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
               temperature=None, top_p=None, top_k=None, pad_token_id=pad_id(tok), eos_token_id=eos)
+    if stop: kw.update(stop_strings=list(stop), tokenizer=tok)   # a row stops once its text ends with one; the cut below drops it
     if trigger is None: new = model.generate(input_ids=ids, attention_mask=att, **kw)[:, ids.shape[1]:]
     else:
         emb, mask = prepend_trigger(model, ids, att, trigger)
@@ -173,7 +174,8 @@ def _greedy(model, tok, ids, att, trigger=None, max_new_tokens=128) -> list:
     out = []
     for row in new.tolist():
         cut = next((k for k, t in enumerate(row) if t in eos), len(row))
-        out.append(tok.decode(row[:cut], skip_special_tokens=True))
+        text = tok.decode(row[:cut], skip_special_tokens=True)
+        out.append(text[:min([text.find(s) for s in stop if s in text], default=len(text))])
     return out
 
 # %% ../nbs/03a_chat.ipynb #f1e56954
@@ -207,7 +209,9 @@ def generate(model, # a causal LM (Hugging Face, or a carrier)
     return generate_ids(model, tok, enc, trigger, max_new_tokens, batch_size, progress)
 
 def generate_ids(model, tok, enc:list, trigger=None, max_new_tokens:int=128, batch_size:int=32, progress:bool=True,
-                  desc:str='generate') -> list:
+                  desc:str='generate',
+                  stop=() # strings that end an answer early (it is cut just before the first one)
+                 ) -> list:
     "Greedy answers to prompts given as token-id lists: longest first, batched, left-padded; returned in order."
     if trigger is not None: trigger = check_trigger(model, trigger)
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
@@ -216,7 +220,7 @@ def generate_ids(model, tok, enc:list, trigger=None, max_new_tokens:int=128, bat
         for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
             idx = order[s:s+batch_size]
             b = collate([dict(input_ids=enc[i]) for i in idx], pad, side='left')
-            for i, text in zip(idx, _greedy(model, tok, b['input_ids'].to(dev), b['attention_mask'].to(dev), trigger, max_new_tokens)):
+            for i, text in zip(idx, _greedy(model, tok, b['input_ids'].to(dev), b['attention_mask'].to(dev), trigger, max_new_tokens, stop)):
                 out[i] = text
     return out
 

@@ -26,11 +26,11 @@ def test_judge_with_hub_id_in_offline_mode_raises_naming_judge_and_stand_in():
 def test_evals_import_does_not_import_lm_eval_and_utility_names_the_extra():
     code = ("import sys\nfrom sft_reverse.evals import utility, mcq_accuracy, judge_all, WildGuardJudge\n"
             "assert 'lm_eval' not in sys.modules\n"
-            "try: import lm_eval\nexcept ImportError: pass\nelse: print('has lm_eval'); raise SystemExit(0)\n"
-            "try: utility(None, None)\nexcept ImportError as e: assert 'pip install lm_eval' in str(e), str(e)\n"
+            "sys.modules['lm_eval'] = None   # as if the optional extra were not installed\n"
+            "try: utility(None, None)\nexcept ImportError as e: assert 'pip install \"sft_reverse[lmeval]\"' in str(e), str(e)\n"
             "else: raise AssertionError('utility ran without lm_eval')\nprint('ok')")
     out = _run(code)
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0 and out.stdout.strip().endswith('ok'), out.stderr[-2000:]
 
 
 def test_refusal_label_file_is_well_formed():
