@@ -74,3 +74,13 @@ def test_settings_keep_papermill_parameters_and_slow_flags():
     assert set(d['tst_flags'].split()) == {'slow', 'cuda'}
     pins = (ROOT/'constraints.txt').read_text()
     assert 'torch==2.13.0' in pins and 'nbdev==2.4.14' in pins
+
+
+def test_the_core_install_imports_no_optional_extra():
+    "peft, lm-eval and the trackers are optional extras: importing every module (but lmeval, the harness's own) loads none of them."
+    mods = sorted(p.stem for p in LIB.glob('*.py') if not p.stem.startswith('_') and p.stem != 'lmeval')
+    extras = ('peft', 'lm_eval', 'tensorboard', 'trackio', 'wandb')
+    code = "import sys\n" + ''.join(f"import sft_reverse.{m}\n" for m in mods) + f"print(sorted(k for k in {extras!r} if k in sys.modules))"
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == '[]', f"a core module imports an optional extra: {out.stdout}"
