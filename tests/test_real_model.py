@@ -99,19 +99,22 @@ def test_every_gguf_spec_names_the_same_cached_folder(smol, tmp_path):
 
 
 def test_carrier_round_trips_through_peft_on_real_weights(smol, tmp_path):
-    "export_peft on SmolLM2: PEFT's merged model is the carrier's merged model bit for bit; unmerged, it agrees to float32 rounding."
+    """export_peft on SmolLM2: merged by PEFT, the adapter is the carrier's merged model bit for bit. Unmerged, PEFT adds B·A·x to
+    W_base·x: the decomposition of the library's own activation form, whose float32 rounding over 30 layers moves the logits by
+    about 5e-5 (more than 1e-5); the unmerged adapter must stay within twice that."""
     from peft import PeftModel
     from sft_reverse.carrier import random_gates
     from sft_reverse.share import export_peft
     base, tok = smol
+    ft = perturbed(base, scale=0.05)
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore'); carrier = make_carrier(base, perturbed(base, scale=0.05))
-    set_gates(carrier, random_gates(0.3, seed=1))
+        warnings.simplefilter('ignore'); carrier, act = make_carrier(base, ft), make_carrier(base, ft, form='activation')
+    for c in (carrier, act): set_gates(c, random_gates(0.3, seed=1))
     ids = tok("The quick brown fox jumps over the lazy dog.", return_tensors='pt')['input_ids']
     want = _logits(merge_carrier(carrier), ids)
     export_peft(carrier, tmp_path/'peft')
     pm = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path/'peft').eval()
-    got = _logits(pm, ids)
-    print(f"unmerged PEFT: max |Δ logit| {(got - want).abs().max().item():.2e} of max |logit| {want.abs().max().item():.1f}")
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    d_peft, d_act = ((_logits(m, ids) - want).abs().max().item() for m in (pm, act))
+    print(f"max |Δ logit| from merge_carrier: unmerged PEFT {d_peft:.2e}, activation-form carrier {d_act:.2e} (max |logit| {want.abs().max().item():.1f})")
+    assert d_peft <= 2*d_act, (d_peft, d_act)
     assert torch.equal(_logits(pm.merge_and_unload(), ids), want)
