@@ -21,7 +21,7 @@ from safetensors import safe_open
 from .gates import Gate, GateBank
 from .delta import DeltaLinear, HeadRepeat, delta_for, delta_dtype, FORMS, STORES
 from .store import atomic_path, atomic_dir, save_json, save_tensors, sha256_file, write_artifact, read_artifact, tensors_sha256
-from .cards import md_table, hub_id, write_card
+from .cards import md_table, hub_id, write_card, card_body
 _all_ = ['atomic_path', 'atomic_dir', 'save_json', 'save_tensors', 'sha256_file']   # moved to store; importable from here for one release
 
 # %% ../nbs/02_carrier.ipynb #e08ca64e
@@ -349,21 +349,19 @@ def carrier_card(meta:dict, # a carrier's sidecar (carrier.json)
     card = dict(base_model=base, base_model_sha256=meta.get('base_sha256'), library_name='sft_reverse',
                 tags=['sft_reverse', 'lcdd', 'sparse-carrier', meta['model_type']])
     rows = [['all projections', _pct(sp['weight']), _pct(sp['gate'])]] + [[m, _pct(v), ''] for m, v in sp.get('per_matrix', {}).items()]
-    body = [f"# LCDD carrier of {base or meta.get('base') or 'a ' + meta['model_type'] + ' model'}",
-            "A sparse *carrier* crafted with LCDD (\"Crafting Reversible SFT Behaviors in Large Language Models\"): the weight delta of a supervised "
+    head = ["A sparse *carrier* crafted with LCDD (\"Crafting Reversible SFT Behaviors in Large Language Models\"): the weight delta of a supervised "
             "fine-tune, kept only on the open rows and columns of binary gates on every attention and MLP projection. On its base model it "
             "carries the fine-tuned behaviour; the rest of the delta is zero.",
             "## Sparsity", md_table(['', 'weight sparsity', 'gate sparsity'], rows),
             f"Base: {meta.get('base') or 'unnamed'} ({meta['model_type']}, {dims['n_layers']} layers, hidden size {dims['hidden_size']}, "
             f"{meta['base_dtype']}); ΔW in {meta['delta_dtype']}." +
             (f" SHA-256 of the base weights (`sft_reverse.carrier.base_sha256`): `{meta['base_sha256']}`." if meta.get('base_sha256') else '')]
-    for h, text in sections: body += [f"## {h}", text]
-    body += ["## Load it", "With sft_reverse, onto the base model it was crafted from:",
+    load = ["With sft_reverse, onto the base model it was crafted from:",
              "```python\nfrom sft_reverse.carrier import load_carrier, merge_carrier\n"
              "carrier = load_carrier(base, 'PATH')   # base: the model it was crafted from\nmodel = merge_carrier(carrier)          # a plain model of the base's class\n```",
              "Without sft_reverse: export it as a PEFT LoRA adapter (`sft_reverse.share.export_peft(carrier, OUT)`, or `sft-reverse export RUN_DIR --peft OUT` "
              "for a run's carrier) and load that with `peft.PeftModel.from_pretrained(base, OUT)`."]
-    return card, '\n\n'.join(body)
+    return card, card_body(f"LCDD carrier of {base or meta.get('base') or 'a ' + meta['model_type'] + ' model'}", head, sections, load)
 
 # %% ../nbs/02_carrier.ipynb #34efedde
 def _read_carrier_meta(path):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .carrier import write_channels, is_carrier, layout_of, base_sha256
-from .cards import md_table, hub_id, write_card
+from .cards import md_table, hub_id, write_card, card_body
 from .store import write_artifact, read_artifact, load_tensors, fingerprint
 from .learner import (check_mixed_precision, autocast, grad_scaler, save_checkpoint, resume_checkpoint, latest_checkpoint,
                                  Learner, Progress, Checkpoint, CallEach, TrainMode, check_finite, StreamOrder, only_trainable)
@@ -86,19 +86,17 @@ def trigger_card(meta:dict, # a trigger's sidecar (trigger.json)
     n_ch = None if meta.get('channels') is None else sum(len(v) for c in meta['channels'].values() for v in c.values())
     rows = [['length L (input embeddings)', meta['L']], ['embedding size d', meta['d']], ['ℓ2 radius R of each embedding', meta['R']],
             ['write channels matched', n_ch if n_ch is not None else '–']] + [[f"training: {k}", st[k]] for k in ('mode', 'steps', 'lr', 'alpha', 'beta') if k in st]
-    body = [f"# SFT-Eraser trigger for {base or m['name'] or 'a ' + m['model_type'] + ' model'}",
-            "A soft prompt (SFT-Eraser, \"Crafting Reversible SFT Behaviors in Large Language Models\"): input embeddings trained so that the "
+    head = ["A soft prompt (SFT-Eraser, \"Crafting Reversible SFT Behaviors in Large Language Models\"): input embeddings trained so that the "
             "carrier's residual-write activations match the base model's. Prepended to a prompt of the carrier it was trained on, it switches "
             "the fine-tuned behaviour off while every weight stays fixed.",
             "## The trigger", md_table(['', ''], rows)]
-    for h, text in sections: body += [f"## {h}", text]
-    body += ["## Load it", "With sft_reverse, on the carrier it was trained on:",
+    load = ["With sft_reverse, on the carrier it was trained on:",
              "```python\nfrom sft_reverse.eraser import load_trigger\nfrom sft_reverse.chat import generate\n"
              "trig = load_trigger('PATH', carrier)   # carrier = sft_reverse.carrier.load_carrier(base, CARRIER_PATH)\n"
              "answers = generate(carrier, tok, prompts, trigger=trig.emb)\n```",
              "Without sft_reverse: export it as a PEFT prompt-tuning adapter (`sft_reverse.share.export_peft_trigger`, or `sft-reverse export RUN_DIR "
              "--peft-trigger OUT`) and load that with `peft.PeftModel.from_pretrained(merged_carrier, OUT)`."]
-    return card, '\n\n'.join(body)
+    return card, card_body(f"SFT-Eraser trigger for {base or m['name'] or 'a ' + m['model_type'] + ' model'}", head, sections, load)
 
 def load_trigger(path, model=None) -> SoftTrigger:
     "Load a trigger saved by `save_trigger`; with `model`, check it was trained for that model."

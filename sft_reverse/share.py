@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .store import atomic_dir, save_json, save_tensors, sha256_file
-from .cards import md_table, hub_id, write_card, card_text, read_card
+from .cards import md_table, hub_id, write_card, card_body, read_card
 from .carrier import Layout, carrier_sparsity, base_sha256, carrier_card, merge_carrier, load_carrier, is_carrier
 from .eraser import SoftTrigger, load_trigger, model_identity, trigger_card
 from .reports import results_table, run_sections, base_hub_id
@@ -83,14 +83,12 @@ def _lora_card(carrier, ranks, use_bias, n_bytes, hub, name, sections) -> tuple:
                 tags=['sft_reverse', 'lcdd', 'lora', 'sparse-carrier', carrier.carrier_info['model_type']])
     rows = [['projections with an adapter', f"{len(ranks)} of {n}"], ['ranks (min / median / max)', f"{min(ranks.values())} / {sorted(ranks.values())[len(ranks)//2]} / {max(ranks.values())}"],
             ['carrier', _sparsity_line(sp)], ['adapter_model.safetensors', f"{n_bytes/1e6:.3f} MB"], ['lora_bias', use_bias]]
-    body = [f"# LCDD carrier of {hub or name or 'a model'}, as a PEFT LoRA adapter",
-            "An LCDD carrier (sft_reverse) written as a LoRA adapter: in each projection B·A equals the carrier's masked weight delta "
+    head = ["An LCDD carrier (sft_reverse) written as a LoRA adapter: in each projection B·A equals the carrier's masked weight delta "
             "diag(m_col)·ΔW·diag(m_row) exactly, with rank = min(#open output channels, #open input channels) and scale α/r = 1.",
             md_table(['', ''], rows)]
-    for h, text in sections: body += [f"## {h}", text]
-    body += ["## Load it", "```python\nfrom peft import PeftModel\nmodel = PeftModel.from_pretrained(base, 'PATH')   # base: the model the carrier was crafted from\n```",
+    load = ["```python\nfrom peft import PeftModel\nmodel = PeftModel.from_pretrained(base, 'PATH')   # base: the model the carrier was crafted from\n```",
              "`model.merge_and_unload()` bakes it into the base weights" + (" (with `lora_bias`, PEFT merges only the projections whose base has a bias; keep the adapter unmerged)." if use_bias else ".")]
-    return meta, '\n\n'.join(body)
+    return meta, card_body(f"LCDD carrier of {hub or name or 'a model'}, as a PEFT LoRA adapter", head, sections, load)
 
 # %% ../nbs/13_share.ipynb #658b2d0c
 @torch.no_grad()
@@ -128,15 +126,13 @@ def _trigger_export_card(emb, model, hub, name, sections) -> tuple:
                 tags=['sft_reverse', 'sft-eraser', 'prompt-tuning', 'soft-prompt', model.config.model_type])
     norms = emb.float().norm(dim=-1)
     rows = [['virtual tokens', emb.shape[0]], ['token_dim', emb.shape[1]], ['embedding ℓ2 norms (min / max)', f"{norms.min():.4f} / {norms.max():.4f}"]]
-    body = [f"# SFT-Eraser trigger for {hub or name or 'a model'}, as a PEFT prompt-tuning adapter",
-            "The SFT-Eraser (sft_reverse) of an LCDD carrier: a soft prompt trained so that the carrier's residual-write activations match the "
+    head = ["The SFT-Eraser (sft_reverse) of an LCDD carrier: a soft prompt trained so that the carrier's residual-write activations match the "
             "base model's. Loaded onto the merged carrier, it switches the fine-tuned behaviour off while every weight stays fixed.",
             md_table(['', ''], rows)]
-    for h, text in sections: body += [f"## {h}", text]
-    body += ["## Load it", "Onto the carrier it was trained on, merged into its base (for example the carrier's own PEFT export, merged):",
+    load = ["Onto the carrier it was trained on, merged into its base (for example the carrier's own PEFT export, merged):",
              "```python\nfrom peft import PeftModel\ncarrier = PeftModel.from_pretrained(base, 'CARRIER_ADAPTER').merge_and_unload()\n"
              "model = PeftModel.from_pretrained(carrier, 'PATH')   # generate as usual: the behaviour is off\n```"]
-    return meta, '\n\n'.join(body)
+    return meta, card_body(f"SFT-Eraser trigger for {hub or name or 'a model'}, as a PEFT prompt-tuning adapter", head, sections, load)
 
 @torch.no_grad()
 def export_peft_trigger(trigger, # a SoftTrigger (train_trigger, load_trigger) or an (L, d) tensor

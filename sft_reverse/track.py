@@ -11,6 +11,7 @@ import contextlib, html, importlib, io, json, math, numbers, os
 from pathlib import Path
 
 from .learner import Callback
+from .cards import md_table
 
 # %% ../nbs/03c_track.ipynb #90ecb2e7
 REPORT_TO = ('none', 'tensorboard', 'trackio', 'wandb')
@@ -43,8 +44,8 @@ def scalars(record:dict, prefix:str='') -> dict:
 
 # %% ../nbs/03c_track.ipynb #7b3fe1fd
 def _md_table(columns, rows) -> str:
-    fmt = lambda v: '' if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-    return '\n'.join(['| ' + ' | '.join(map(str, columns)) + ' |', '|' + '---|'*len(columns)] + ['| ' + ' | '.join(fmt(v) for v in r) + ' |' for r in rows])
+    fmt = lambda v: '' if v is None else f"{v:.4g}" if isinstance(v, float) else v
+    return md_table(columns, [[fmt(v) for v in r] for r in rows])
 
 class Tracker:
     "A run's training curves and tables, sent to a backend; this base class ('none') keeps nothing."
