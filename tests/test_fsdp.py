@@ -30,6 +30,8 @@ SCRIPT = textwrap.dedent('''
         (out/'result.json').write_text(json.dumps(dict(sharded=r['sharded'], world=state.num_processes,
                                                        losses=[x['loss'] for x in r['history']],
                                                        sft_losses=[x['loss'] for x in h['history']])))
+    import torch.distributed as dist
+    if dist.is_initialized(): dist.barrier(); dist.destroy_process_group()   # a clean gloo shutdown before exit
 ''')
 
 def _launch(tmp_path, out, bs, die=0, procs=2):
