@@ -34,6 +34,8 @@ SCRIPT = textwrap.dedent('''
         save_file({n: p.detach().contiguous() for n, p in c.named_parameters() if n.endswith(('logits', 'delta'))}, str(out/'lcdd.safetensors'))
         (out/'world.txt').write_text(str(state.num_processes))
         (out/'losses.json').write_text(json.dumps([x['loss'] for x in h['history']] + [x['loss'] for x in r['history']]))
+    import torch.distributed as dist
+    if dist.is_initialized(): dist.barrier(); dist.destroy_process_group()   # a clean gloo shutdown before exit
 ''')
 
 def test_two_process_ddp_matches_one_process(tmp_path):
