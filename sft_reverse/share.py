@@ -7,16 +7,16 @@ __all__ = ['lora_factors', 'peft_lora_tensors', 'lora_config', 'export_peft', 'f
            'export_peft_trigger', 'export_run', 'upload_plan', 'push_to_hub', 'add_share_args', 'share_main']
 
 # %% ../nbs/13_share.ipynb #6039221c
-import json, math, re
+import json, re
 from pathlib import Path
 
 import torch
 
 from .store import atomic_dir, save_json, save_tensors, sha256_file
 from .cards import md_table, hub_id, write_card, card_body, read_card
-from .carrier import Layout, carrier_sparsity, base_sha256, carrier_card, merge_carrier, load_carrier, is_carrier
-from .eraser import SoftTrigger, load_trigger, model_identity, trigger_card
-from .reports import results_table, run_sections, base_hub_id
+from .carrier import Layout, carrier_sparsity, base_sha256, load_carrier, is_carrier
+from .eraser import SoftTrigger, load_trigger
+from .reports import run_sections, base_hub_id
 
 # %% ../nbs/13_share.ipynb #0891482d
 @torch.no_grad()
