@@ -308,8 +308,12 @@ def _dims(model, lay):
 
 def base_sha256(model) -> str:
     "SHA-256 of the base weights of `model`, a plain model or a carrier (which shares its base's tensors and names): `tensors_sha256` of its state dict without ΔW, θ and gates."
+    info = getattr(model, 'carrier_info', None)   # a carrier's base weights are frozen: hashed once, kept with its facts
+    if info is not None and 'base_sha256' in info: return info['base_sha256']
     own = ('.delta', '.delta_bias', '.theta')
-    return tensors_sha256({k: v for k, v in model.state_dict().items() if not k.endswith(own) and not k.startswith('carrier_gates.')})
+    h = tensors_sha256({k: v for k, v in model.state_dict().items() if not k.endswith(own) and not k.startswith('carrier_gates.')})
+    if info is not None: info['base_sha256'] = h
+    return h
 
 @torch.no_grad()
 def save_carrier(model, path) -> Path:

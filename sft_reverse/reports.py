@@ -111,9 +111,8 @@ def write_run_cards(out) -> list:
     tm = out/'data'/'task.json'
     sections = run_sections(results, json.loads(tm.read_text()).get('meta') if tm.exists() else None)
     hub, paths = base_hub_id(results['config']['base']), []
-    for folder, card in ((out/'lcdd'/'carrier', carrier_card), (out/'trigger', trigger_card)):
-        side = folder/f"{folder.name if folder.name == 'carrier' else 'trigger'}.json"
-        if side.exists(): paths.append(write_card(folder, *card(json.loads(side.read_text()), sections, base_model=hub)))
+    for side, card in ((out/'lcdd'/'carrier'/'carrier.json', carrier_card), (out/'trigger'/'trigger.json', trigger_card)):
+        if side.exists(): paths.append(write_card(side.parent, *card(json.loads(side.read_text()), sections, base_model=hub)))
     return paths
 
 # %% ../nbs/09c_reports.ipynb #274bd246

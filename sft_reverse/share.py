@@ -71,8 +71,9 @@ def lora_config(ranks:dict, use_bias:bool, base_model:str|None=None) -> dict:
                 init_lora_weights=True, modules_to_save=None, layers_to_transform=None, layers_pattern=None)
 
 # %% ../nbs/13_share.ipynb #f575620d
-def _base_name(carrier, base_model):
-    name = base_model or carrier.carrier_info.get('base') or ''
+def _base_name(model, base_model):
+    "(hub id or None, name) of the base a carrier, or a plain model, belongs to; `base_model` when given."
+    name = base_model or (model.carrier_info.get('base') if is_carrier(model) else getattr(model.config, '_name_or_path', '')) or ''
     return hub_id(name), name
 
 def _sparsity_line(sp): return f"weight sparsity {100*sp['weight']:.1f}%, gate sparsity {100*sp['gate']:.1f}%"
@@ -148,8 +149,7 @@ def export_peft_trigger(trigger, # a SoftTrigger (train_trigger, load_trigger) o
         raise ValueError(f"A trigger must be an (L, d) tensor of input embeddings with d = {d} (the model's embedding size); got "
                          f"{tuple(emb.shape) if torch.is_tensor(emb) else type(emb).__name__}.")
     if not torch.isfinite(emb).all(): raise ValueError("The trigger holds NaN or inf values; retrain it (train_trigger) before exporting.")
-    name = base_model or (model.carrier_info.get('base') if is_carrier(model) else getattr(model.config, '_name_or_path', '')) or ''
-    hub, path = hub_id(name), Path(path)
+    (hub, name), path = _base_name(model, base_model), Path(path)
     with atomic_dir(path) as tmp:
         save_tensors({'prompt_embeddings': emb.detach().float().cpu().contiguous()}, tmp/'adapter_model.safetensors', metadata={'format': 'pt'})
         save_json(prompt_tuning_config(emb.shape[0], d, model, hub or name or None), tmp/'adapter_config.json')
