@@ -30,8 +30,10 @@ def _gated_forward(ctx, weight_of, x, w, p, m_col, m_row, b, db):
     dev = x.device.type   # under autocast, the matmul (and the saved input) take autocast's dtype, as nn.Linear's would
     if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
     bias = None if b is None else _masked_bias(b, db, m_col).to(x.dtype)
-    ctx.save_for_backward(x, w, p, m_col, m_row, db)
-    return F.linear(x, weight_of(w, p, m_col, m_row).to(x.dtype), bias)
+    x2 = x.reshape(-1, x.shape[-1])   # folded once here; the backward reads it as saved
+    ctx.save_for_backward(x2, w, p, m_col, m_row, db)
+    y = F.linear(x2, weight_of(w, p, m_col, m_row).to(x.dtype), bias)
+    return y.view(*x.shape[:-1], y.shape[-1])
 
 def _bias_grads(g2, m_col, db, nb, ndb, nc, gc):
     "The bias part of the backward pass: ∂L/∂b, ∂L/∂Δb, and the column gate's share Σg ⊙ Δb added to `gc`."
@@ -51,14 +53,14 @@ class MaskedLinearFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        x, w, d, m_col, m_row, db = ctx.saved_tensors
+        x2, w, d, m_col, m_row, db = ctx.saved_tensors
         nx, _, nd, nc, nr, nb, ndb = ctx.needs_input_grad
         gx = gd = gc = gr = None
-        M = torch.outer(m_col, m_row) if nx or nd else None   # built once, for both the masked weight and gΔW
-        if nx: gx = g @ torch.addcmul(w.to(d.dtype), M, d).to(g.dtype)
         g2 = g.reshape(-1, g.shape[-1])
+        M = torch.outer(m_col, m_row) if nx or nd else None   # built once, for both the masked weight and gΔW
+        if nx: gx = (g2 @ torch.addcmul(w.to(d.dtype), M, d).to(g.dtype)).view(*g.shape[:-1], x2.shape[-1])
         if nd or nc or nr:
-            G = (g2.t() @ x.reshape(-1, x.shape[-1])).to(d.dtype)
+            G = (g2.t() @ x2).to(d.dtype)
             if nd: gd = G * M
             if nc or nr:
                 Gd = G.mul_(d)
@@ -75,14 +77,14 @@ class ThetaLinearFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        x, w, theta, m_col, m_row, db = ctx.saved_tensors
+        x2, w, theta, m_col, m_row, db = ctx.saved_tensors
         nx, _, nt, nc, nr, nb, ndb = ctx.needs_input_grad
         gx = gt = gc = gr = None
-        M = torch.outer(m_col, m_row) if nx or nt else None
-        if nx: gx = g @ _theta_weight(w, theta, m_col, m_row, M).to(g.dtype)
         g2 = g.reshape(-1, g.shape[-1])
+        M = torch.outer(m_col, m_row) if nx or nt else None
+        if nx: gx = (g2 @ _theta_weight(w, theta, m_col, m_row, M).to(g.dtype)).view(*g.shape[:-1], x2.shape[-1])
         if nt or nc or nr:
-            G = (g2.t() @ x.reshape(-1, x.shape[-1])).to(m_col.dtype)
+            G = (g2.t() @ x2).to(m_col.dtype)
             if nt: gt = (G * M).to(theta.dtype)
             if nc or nr:
                 Gd = G.mul_(theta.to(G.dtype) - w.to(G.dtype))   # G ⊙ ΔW, ΔW formed in the masks' dtype (float32 for 16-bit weights)
