@@ -115,6 +115,9 @@ def test_carrier_round_trips_through_peft_on_real_weights(smol, tmp_path):
     export_peft(carrier, tmp_path/'peft')
     pm = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path/'peft').eval()
     d_peft, d_act = ((_logits(m, ids) - want).abs().max().item() for m in (pm, act))
-    print(f"max |Δ logit| from merge_carrier: unmerged PEFT {d_peft:.2e}, activation-form carrier {d_act:.2e} (max |logit| {want.abs().max().item():.1f})")
+    other = torch.randint(3, base.config.vocab_size, ids.shape, generator=torch.Generator().manual_seed(0))
+    d_batch = (_logits(merge_carrier(carrier), torch.cat([ids, other]))[:1] - want).abs().max().item()   # the same model, batched
+    print(f"max |Δ logit| from merge_carrier: unmerged PEFT {d_peft:.2e}, activation-form carrier {d_act:.2e}; merge_carrier itself "
+          f"in a batch of 2 {d_batch:.2e} (max |logit| {want.abs().max().item():.1f})")
     assert d_peft <= 2*d_act, (d_peft, d_act)
     assert torch.equal(_logits(pm.merge_and_unload(), ids), want)
