@@ -17,7 +17,7 @@ from .data import load_task
 from .eraser import train_trigger, save_trigger, load_trigger
 from .chat import generate
 from .evals import kl_metrics
-from .config import RunConfig, resolve, load_model, resolve_device, CONDITIONS
+from .config import RunConfig, resolve, load_model, resolve_device, run_path, CONDITIONS
 from .pipeline import run, condition_metrics, utility_metrics, load_sft_dir, log_stage
 from .reports import fmt_pct, HEADLINE
 
@@ -29,8 +29,8 @@ def _context(cfg, progress):
     main = run(cfg, progress=progress)
     res = main['config']; out = Path(res['out_dir'])
     base, tok = load_model(res['base'], res['dtype'], res['device'], res['trust_remote_code'], progress)
-    ft = load_sft_dir(out/'sft'/'model', res['dtype'], res['device'])
-    carrier = load_carrier(base, out/'lcdd'/'carrier')
+    ft = load_sft_dir(run_path(out, 'sft'), res['dtype'], res['device'])
+    carrier = load_carrier(base, run_path(out, 'carrier'))
     task = load_task(out/'data'/'task.json')
     ev = json.loads((out/'eval'/'eval.json').read_text())
     return dict(main=main, res=res, out=out, base=base, tok=tok, ft=ft, carrier=carrier, task=task, refs=ev['answers']['sft'])
@@ -58,7 +58,7 @@ def structural_ablation(cfg:RunConfig|dict|str|None=None, progress:bool=True) ->
         key = fingerprint(dict(main=main['stage_keys']['trigger'], model=model_name, mode=mode, eval=main['stage_keys']['eval']))
         if not stage_done(d.parent, d.name, key):
             model = ctx['carrier'] if model_name == 'lcdd' else ctx['ft']
-            if (model_name, mode) == ('lcdd', res['trigger']['mode']): trig = load_trigger(out/'trigger', model)
+            if (model_name, mode) == ('lcdd', res['trigger']['mode']): trig = load_trigger(run_path(out, 'trigger'), model)
             else:
                 log_stage(f"ablation: training the {mode} trigger on the {model_name.upper()} model", progress)
                 t0 = time.time()
@@ -104,7 +104,7 @@ def mask_ablation(cfg:RunConfig|dict|str|None=None, progress:bool=True) -> dict:
     runs = {'joint': main}
     for mode in MASK_MODES[1:]:
         log_stage(f"ablation: LCDD {mode}", progress)
-        v = dataclasses.replace(cfg, sft_model=str((out/'sft'/'model').resolve()), lcdd={**cfg.lcdd, 'mode': mode},
+        v = dataclasses.replace(cfg, sft_model=str((run_path(out, 'sft')).resolve()), lcdd={**cfg.lcdd, 'mode': mode},
                                 out_dir=str(out/'ablations'/mode), name=f"{main['name']}-{mode}")
         runs[mode] = run(v, progress=progress)
     t = dict(task=main['task'], name=main['name'], metric=HEADLINE[main['task']], base=main['conditions']['base'],

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['TASK_NAMES', 'CONDITIONS', 'DTYPES', 'JUDGE_NAMES', 'UTILITY_NAMES', 'PRESETS', 'TINY_DATA', 'PAPER_DATA',
            'REAL_DATA', 'TINY_TRIGGER', 'PAPER_TRIGGER', 'REAL_TRIGGER', 'REAL_SFT', 'REAL_SFT_TASK',
-           'REAL_MAX_NEW_TOKENS', 'PAPER_JUDGES', 'RunConfig', 'real_loglik_spec', 'slug', 'resolve', 'resolve_device',
-           'load_model']
+           'REAL_MAX_NEW_TOKENS', 'PAPER_JUDGES', 'RUN_PATHS', 'RunConfig', 'real_loglik_spec', 'slug', 'resolve',
+           'run_path', 'run_artifacts', 'resolve_device', 'load_model']
 
 # %% ../nbs/09a_config.ipynb #42f09e89
 import copy, dataclasses, json
@@ -237,6 +237,24 @@ def resolve(cfg:RunConfig) -> dict:
                 max_new_tokens=mnt, seed=cfg.seed, out_dir=out, device=cfg.device, dtype=cfg.dtype, mixed_precision=cfg.mixed_precision,
                 checkpoint_every=cfg.checkpoint_every, save_merged=cfg.save_merged, trust_remote_code=cfg.trust_remote_code,
                 report_to=cfg.report_to)
+
+# %% ../nbs/09a_config.ipynb #a2b2325e
+RUN_PATHS = {'config': 'config.json', 'task': 'data/task.json', 'sft': 'sft/model', 'carrier': 'lcdd/carrier', 'trigger': 'trigger',
+             'eval': 'eval/eval.json', 'results': 'results.json'}
+
+def run_path(out, part:str) -> Path:
+    "Where `part` (a key of `RUN_PATHS`) of the run in folder `out` lives."
+    if part not in RUN_PATHS: raise KeyError(f"A run has no part {part!r}; the parts are {sorted(RUN_PATHS)}.")
+    return Path(out).expanduser()/RUN_PATHS[part]
+
+def run_artifacts(run) -> dict:
+    "A run folder's base model, dtype and trust_remote_code (from its config.json), and the path of each part in `RUN_PATHS`."
+    if not run_path(run, 'config').is_file():
+        raise FileNotFoundError(f"{str(run)!r} is not a pipeline run folder (it has no config.json); pass the out_dir that "
+                                "sft_reverse.pipeline.run wrote.")
+    cfg = json.loads(run_path(run, 'config').read_text())
+    return dict(base=cfg['base'], dtype=cfg.get('dtype', 'float32'), trust_remote_code=cfg.get('trust_remote_code', False),
+                **{k: run_path(run, k) for k in RUN_PATHS})
 
 # %% ../nbs/09a_config.ipynb #5de99e7a
 def resolve_device(spec):

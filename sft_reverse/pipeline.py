@@ -28,7 +28,7 @@ from .eraser import train_trigger, save_trigger, load_trigger
 from .evals import kl_metrics, refusal_rate, behaviour_metrics
 from .judges import WildGuardJudge, HarmBenchJudge, StyleJudge
 from .utility import mcq_accuracy, load_mmlu, load_hellaswag, reference_rows, answer_loglik, facts_mcq, facts_accuracy
-from .config import RunConfig, DTYPES, resolve, resolve_device, load_model
+from .config import RunConfig, DTYPES, resolve, resolve_device, load_model, run_path
 from .reports import results_table, plot_run, write_run_cards
 from .track import tracker, TrackCallback
 
@@ -145,11 +145,11 @@ def _build_data(r):
     log_stage("data: building the task", r.progress)
     task = build_run_task(r.res, r.base, r.tok, r.progress)
     if not task.train or not task.eval: raise ValueError(f"The {r.res['task']} task has {len(task.train)} training and {len(task.eval)} evaluation rows; both must be non-empty.")
-    save_task(task, r.out/'data'/'task.json')
+    save_task(task, run_path(r.out, 'task'))
     return dict(n_train=len(task.train), n_eval=len(task.eval))
 
 def _load_data(r):
-    r.task = load_task(r.out/'data'/'task.json')
+    r.task = load_task(run_path(r.out, 'task'))
     _check_lengths(r.task, r.tok, r.base, r.res)
 
 def _build_sft(r):
@@ -165,9 +165,9 @@ def _build_sft(r):
         ft, ft_tok = load_model(res['sft_model'], res['dtype'], res['device'], res['trust_remote_code'], r.progress)
         if len(ft_tok) != len(r.tok): raise ValueError(f"The SFT model's tokenizer has {len(ft_tok)} tokens and the base's {len(r.tok)}; they must share one tokenizer.")
     check_pair(r.base, ft)
-    with atomic_dir(r.out/'sft'/'model') as tmp: ft.save_pretrained(tmp); r.tok.save_pretrained(tmp)
+    with atomic_dir(run_path(r.out, 'sft')) as tmp: ft.save_pretrained(tmp); r.tok.save_pretrained(tmp)
 
-def _load_sft(r): r.ft = load_sft_dir(r.out/'sft'/'model', r.res['dtype'], r.res['device'])
+def _load_sft(r): r.ft = load_sft_dir(run_path(r.out, 'sft'), r.res['dtype'], r.res['device'])
 
 # %% ../nbs/09b_pipeline.ipynb #b2425805
 def _build_lcdd(r):
@@ -181,12 +181,12 @@ def _build_lcdd(r):
              save_every=r.res['checkpoint_every'], seed=r.res['seed'], progress=r.progress, mixed_precision=r.res['mixed_precision'],
              cbs=_track(r, 'lcdd'), **kw)
     save_json(h, r.out/'lcdd'/'history.json')
-    save_carrier(carrier, r.out/'lcdd'/'carrier')
+    save_carrier(carrier, run_path(r.out, 'carrier'))
     if r.res['save_merged']:
         with atomic_dir(r.out/'lcdd'/'merged') as tmp: merge_carrier(carrier).save_pretrained(tmp); r.tok.save_pretrained(tmp)
     return dict(steps=h['steps'], stopped=h['stopped'], epochs=h['steps']/max(1, math.ceil(len(r.task.train)/kw['batch_size'])))
 
-def _load_lcdd(r): r.carrier = load_carrier(r.base, r.out/'lcdd'/'carrier')
+def _load_lcdd(r): r.carrier = load_carrier(r.base, run_path(r.out, 'carrier'))
 
 def _build_trigger(r):
     log_stage(f"trigger: training the SFT-Eraser ({r.res['trigger']['steps']} steps)", r.progress)
@@ -195,16 +195,16 @@ def _build_trigger(r):
     if ck is not None: log_stage(f"trigger: resuming trigger training from {ck.name}", r.progress)
     tr = train_trigger(r.carrier, r.base, r.tok, r.task.prompts('train'), seed=r.res['seed'], progress=r.progress, out_dir=ck_dir,
                        save_every=r.res['checkpoint_every'], mixed_precision=r.res['mixed_precision'], cbs=_track(r, 'trigger'), **r.res['trigger'])
-    save_trigger(tr['trigger'], r.out/'trigger', r.carrier, channels=tr['channels'], settings=tr['settings'])
-    save_json(dict(history=tr['history'], seconds=tr['seconds']), r.out/'trigger'/'history.json')
+    save_trigger(tr['trigger'], run_path(r.out, 'trigger'), r.carrier, channels=tr['channels'], settings=tr['settings'])
+    save_json(dict(history=tr['history'], seconds=tr['seconds']), run_path(r.out, 'trigger')/'history.json')
 
-def _load_trigger(r): r.trig = load_trigger(r.out/'trigger', r.carrier).emb.detach().to(resolve_device(r.res['device']))
+def _load_trigger(r): r.trig = load_trigger(run_path(r.out, 'trigger'), r.carrier).emb.detach().to(resolve_device(r.res['device']))
 
 def _build_eval(r):
     log_stage("eval: the four conditions", r.progress)
-    save_json(evaluate(r.task, r.base, r.ft, r.carrier, r.trig, r.tok, r.res, r.progress), r.out/'eval'/'eval.json')
+    save_json(evaluate(r.task, r.base, r.ft, r.carrier, r.trig, r.tok, r.res, r.progress), run_path(r.out, 'eval'))
 
-def _load_eval(r): r.ev = json.loads((r.out/'eval'/'eval.json').read_text())
+def _load_eval(r): r.ev = json.loads((run_path(r.out, 'eval')).read_text())
 
 PIPELINE = {'data': (_build_data, _load_data), 'sft': (_build_sft, _load_sft), 'lcdd': (_build_lcdd, _load_lcdd),
             'trigger': (_build_trigger, _load_trigger), 'eval': (_build_eval, _load_eval)}
@@ -226,7 +226,7 @@ def _run(res, out, progress):
     gone = sweep_partial(out)
     if gone: log_stage(f"removed {len(gone)} partial file(s) left by an interrupted run, e.g. {gone[0].relative_to(out)}", progress)
     r = SimpleNamespace(res=res, out=out, progress=progress, keys=stage_keys(res))
-    save_json(res, out/'config.json')
+    save_json(res, run_path(out, 'config'))
     set_threads()
     r.tracker = tracker(res['report_to'], out, res['name'], res)   # before any work: a tracker that is not installed fails now
     if r.tracker.where: log_stage(f"tracking with {res['report_to']} in {r.tracker.where}", progress)
@@ -252,7 +252,7 @@ def _report(r, times) -> dict:
                    judges=ev['judges'], lcdd=dict(steps=lc['steps'], stopped=lc['stopped'], epochs=round(lc['epochs'], 3)),
                    n=dict(train=len(r.task.train), eval=len(r.task.eval)), config=r.res, stage_keys=r.keys,
                    timings=times, versions=_versions())
-    save_json(results, r.out/'results.json')
+    save_json(results, run_path(r.out, 'results'))
     table = results_table(results)
     write_text(r.out/'tables.md', table + '\n')
     _track_results(r.tracker, results, table)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .carrier import carrier_sparsity
 from .store import save_json, repo_root
+from .config import run_path
 
 # %% ../nbs/12_real_model.ipynb #0cbb0f54
 PAPER_QWEN3_06B = {   # the paper's Tables 1-3, Qwen3-0.6B rows; rates and utilities in %
@@ -113,8 +114,8 @@ def save_real_results(out, # a finished run's output dir
                       carrier=None, # its carrier (to add sparsity per layer, matrix and group)
                       model:str='smollm2', name:str|None=None) -> Path:
     "Copy a run's results.json (plus the carrier's detailed sparsity and the trigger's settings as applied) to data/results/<model>/<task>.json, atomically."
-    r = json.loads((Path(out)/'results.json').read_text())
-    tj = Path(out)/'trigger'/'trigger.json'
+    r = json.loads(run_path(out, 'results').read_text())
+    tj = run_path(out, 'trigger')/'trigger.json'
     if tj.exists(): r['trigger_settings'] = json.loads(tj.read_text())['settings']   # with the model's embedding scale and the raw R and β
     if carrier is not None:
         sp = carrier_sparsity(carrier)

@@ -16,7 +16,7 @@ from .store import atomic_path
 from .sft import plot_history
 from .lcdd import plot_lcdd
 from .eraser import plot_trigger, trigger_card
-from .config import CONDITIONS
+from .config import CONDITIONS, run_path
 
 # %% ../nbs/09c_reports.ipynb #1d0a283d
 _COLS = {'fixed_response': [('fixed_response', 'fixed-response rate')],
@@ -74,7 +74,7 @@ def plot_run(out, carrier=None) -> list:
         plt.close(fig); saved.append(out/'plots'/name)
     if (out/'sft'/'history.json').exists(): keep(plot_history(json.loads((out/'sft'/'history.json').read_text())), 'sft.png')
     if (out/'lcdd'/'history.json').exists(): keep(plot_lcdd(json.loads((out/'lcdd'/'history.json').read_text())), 'lcdd.png')
-    if (out/'trigger'/'history.json').exists(): keep(plot_trigger(json.loads((out/'trigger'/'history.json').read_text())), 'trigger.png')
+    if (run_path(out, 'trigger')/'history.json').exists(): keep(plot_trigger(json.loads((run_path(out, 'trigger')/'history.json').read_text())), 'trigger.png')
     if carrier is not None: keep(plot_open_channels(carrier), 'channels.png')
     return saved
 
@@ -107,11 +107,11 @@ def base_hub_id(spec) -> str|None:
 
 def write_run_cards(out) -> list:
     "Rewrite the model cards of a finished run's carrier and trigger (in `out`) with its results; returns the card paths."
-    out = Path(out); results = json.loads((out/'results.json').read_text())
+    out = Path(out); results = json.loads(run_path(out, 'results').read_text())
     tm = out/'data'/'task.json'
     sections = run_sections(results, json.loads(tm.read_text()).get('meta') if tm.exists() else None)
     hub, paths = base_hub_id(results['config']['base']), []
-    for side, card in ((out/'lcdd'/'carrier'/'carrier.json', carrier_card), (out/'trigger'/'trigger.json', trigger_card)):
+    for side, card in ((run_path(out, 'carrier')/'carrier.json', carrier_card), (run_path(out, 'trigger')/'trigger.json', trigger_card)):
         if side.exists(): paths.append(write_card(side.parent, *card(json.loads(side.read_text()), sections, base_model=hub)))
     return paths
 

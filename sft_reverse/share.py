@@ -162,20 +162,19 @@ def export_run(run_dir, # a finished run's output folder
                peft_trigger=None, # where the trigger's prompt-tuning adapter goes (None: not exported)
                device:str='cpu', progress:bool=False) -> dict:
     "Export a run's carrier and/or trigger as PEFT adapters with the run's model cards; returns {'peft': path, 'peft_trigger': path}."
-    from sft_reverse.config import load_model
-    run_dir = Path(run_dir)
+    from sft_reverse.config import load_model, run_artifacts
     if peft is None and peft_trigger is None: raise ValueError("Nothing to export: pass peft=OUT (the carrier) and/or peft_trigger=OUT (the trigger).")
-    if not (run_dir/'results.json').exists():
+    ra = run_artifacts(run_dir)
+    if not ra['results'].exists():
         raise FileNotFoundError(f"{str(run_dir)!r} has no results.json: export a finished run (sft-reverse run CONFIG writes one).")
-    results = json.loads((run_dir/'results.json').read_text()); cfg = results['config']
-    tm = run_dir/'data'/'task.json'
+    results, tm = json.loads(ra['results'].read_text()), ra['task']
     sections = run_sections(results, json.loads(tm.read_text()).get('meta') if tm.exists() else None)
-    base, _ = load_model(cfg['base'], cfg['dtype'], device, cfg.get('trust_remote_code', False), progress)
-    carrier = load_carrier(base, run_dir/'lcdd'/'carrier')
-    hub, done = base_hub_id(cfg['base']), {}
+    base, _ = load_model(ra['base'], ra['dtype'], device, ra['trust_remote_code'], progress)
+    carrier = load_carrier(base, ra['carrier'])
+    hub, done = base_hub_id(ra['base']), {}
     if peft is not None: done['peft'] = export_peft(carrier, peft, base_model=hub, sections=sections)
     if peft_trigger is not None:
-        done['peft_trigger'] = export_peft_trigger(load_trigger(run_dir/'trigger', carrier), peft_trigger, carrier, base_model=hub, sections=sections)
+        done['peft_trigger'] = export_peft_trigger(load_trigger(ra['trigger'], carrier), peft_trigger, carrier, base_model=hub, sections=sections)
     return done
 
 # %% ../nbs/13_share.ipynb #01afa68d
