@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TRIGGER_FORMAT', 'ERASER_DEFAULTS', 'MSE_NORMS', 'NORM_UNITS', 'SoftTrigger', 'model_identity', 'save_trigger',
            'trigger_card', 'load_trigger', 'all_channels', 'capture_writes', 'base_targets', 'targets_from_ids',
-           'embedding_scale', 'train_trigger', 'pack_targets', 'mse_weights', 'TriggerFit', 'plot_trigger']
+           'embedding_scale', 'train_trigger', 'pack_targets', 'mse_weights', 'TriggerFit', 'TailMSE', 'plot_trigger']
 
 # %% ../nbs/07_eraser.ipynb #e40b34a3
 import json, math, time
@@ -349,6 +349,24 @@ class TriggerFit:
         save_checkpoint(self.out_dir, self.n_steps, {'emb': self.trig.emb.detach()}, self.opt, ['emb'],
                         dict(fingerprint=self.fp, order=self.batches.order, generator=self.batches.g.get_state().tolist(), history=self.history))
 
+# %% ../nbs/07_eraser.ipynb #052b36fb
+class TailMSE(torch.autograd.Function):
+    "Σ_{b,t} w[b,t]·‖a[b, L+t] − tgt[b,t]‖² / n: the circuit loss over positions L.. of `a`, with a's gradient written in one pass."
+    @staticmethod
+    def forward(ctx, a, L:int, tgt, w, n):
+        dt = torch.promote_types(a.dtype, torch.float32)   # 16-bit activations: the loss in float32
+        D = a[:, L:].to(dt) - tgt.to(dt)   # (B, T, C)
+        ctx.save_for_backward(D, w, n); ctx.L, ctx.shape, ctx.dtype = L, a.shape, a.dtype
+        return (torch.linalg.vecdot(D, D)*w).sum()/n
+
+    @staticmethod
+    def backward(ctx, g):
+        D, w, n = ctx.saved_tensors
+        ga = torch.empty(ctx.shape, dtype=ctx.dtype, device=D.device)
+        ga[:, :ctx.L].zero_()   # the trigger's own positions take no part in the loss
+        torch.mul(D, (w*(2*g/n))[..., None], out=ga[:, ctx.L:])
+        return ga, None, None, None, None
+
 # %% ../nbs/07_eraser.ipynb #4bad7277
 @patch
 def step(self:TriggerFit) -> dict:
@@ -372,9 +390,9 @@ def step(self:TriggerFit) -> dict:
     kl = torch.where(valid, token_kl(lp, lq), 0.).sum()/max(n_tail, 1)
     l2 = trig.emb.pow(2).sum(1).mean()
     if self.mode == 'circuit':
-        a = self.cap.cat()[:, L:].float()
+        a = self.cap.cat()   # (B, L + T, channels)
         tgt, w = P['acts'][ix, :T].to(dev), P['w'][ix, :T].to(dev)
-        mse = ((a - tgt).pow(2)*w[..., None]).sum()/(w.sum().clamp_min(1)*a.shape[-1]*self.scale)
+        mse = TailMSE.apply(a, L, tgt, w, w.sum().clamp_min(1)*a.shape[-1]*self.scale)
     else: mse = torch.zeros((), device=dev)
     loss = mse + self.alpha*kl + self.beta*l2
     self.opt.zero_grad(set_to_none=True); self.scaler.scale(loss).backward()
