@@ -104,7 +104,7 @@ def mask_ablation(cfg:RunConfig|dict|str|None=None, progress:bool=True) -> dict:
     runs = {'joint': main}
     for mode in MASK_MODES[1:]:
         log_stage(f"ablation: LCDD {mode}", progress)
-        v = dataclasses.replace(cfg, sft_model=str((run_path(out, 'sft')).resolve()), lcdd={**cfg.lcdd, 'mode': mode},
+        v = dataclasses.replace(cfg, sft_model=str(run_path(out, 'sft').resolve()), lcdd={**cfg.lcdd, 'mode': mode},
                                 out_dir=str(out/'ablations'/mode), name=f"{main['name']}-{mode}")
         runs[mode] = run(v, progress=progress)
     t = dict(task=main['task'], name=main['name'], metric=HEADLINE[main['task']], base=main['conditions']['base'],

@@ -204,7 +204,7 @@ def _build_eval(r):
     log_stage("eval: the four conditions", r.progress)
     save_json(evaluate(r.task, r.base, r.ft, r.carrier, r.trig, r.tok, r.res, r.progress), run_path(r.out, 'eval'))
 
-def _load_eval(r): r.ev = json.loads((run_path(r.out, 'eval')).read_text())
+def _load_eval(r): r.ev = json.loads(run_path(r.out, 'eval').read_text())
 
 PIPELINE = {'data': (_build_data, _load_data), 'sft': (_build_sft, _load_sft), 'lcdd': (_build_lcdd, _load_lcdd),
             'trigger': (_build_trigger, _load_trigger), 'eval': (_build_eval, _load_eval)}
