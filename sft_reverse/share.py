@@ -16,7 +16,7 @@ from .store import atomic_dir, save_json, save_tensors, sha256_file
 from .cards import md_table, hub_id, write_card, card_body, read_card
 from .carrier import Layout, carrier_sparsity, base_sha256, load_carrier, is_carrier
 from .eraser import SoftTrigger, load_trigger
-from .reports import run_sections, base_hub_id
+from .reports import run_card_sections, base_hub_id
 
 # %% ../nbs/13_share.ipynb #0891482d
 @torch.no_grad()
@@ -167,8 +167,7 @@ def export_run(run_dir, # a finished run's output folder
     ra = run_artifacts(run_dir)
     if not ra['results'].exists():
         raise FileNotFoundError(f"{str(run_dir)!r} has no results.json: export a finished run (sft-reverse run CONFIG writes one).")
-    results, tm = json.loads(ra['results'].read_text()), ra['task']
-    sections = run_sections(results, json.loads(tm.read_text()).get('meta') if tm.exists() else None)
+    _, sections = run_card_sections(run_dir)
     base, _ = load_model(ra['base'], ra['dtype'], device, ra['trust_remote_code'], progress)
     carrier = load_carrier(base, ra['carrier'])
     hub, done = base_hub_id(ra['base']), {}
