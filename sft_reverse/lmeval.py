@@ -69,14 +69,14 @@ def load_condition(condition:str='base', # one of CONDITIONS: 'base', 'sft', 'lc
 def score_pairs(model, # a causal LM, or a `TriggeredLM`
                 pad:int, # the padding id
                 pairs:list, # (context ids, continuation ids) pairs with non-empty contexts
-                room:int, # the positions one sequence may take
+                room:int, # the positions the model may read; a pair keeps room + 1 tokens, its last one predicted, never read
                 batch_size:int=8, progress:bool=False) -> list:
-    "(summed log-probability, is_greedy) of each pair's continuation after its context, cut from the left to fit in `room`."
+    "(summed log-probability, is_greedy) of each pair's continuation after its context, cut from the left to `room` + 1 tokens."
     seqs = []
     for c, x in pairs:
-        if len(x) >= room: raise ValueError(f"A continuation of {len(x)} tokens leaves no room for its context in {room} positions; "
-                                            "raise max_length or shorten the task's continuations.")
-        seqs.append((list(c) + list(x))[-room:])
+        if len(x) > room: raise ValueError(f"A continuation of {len(x)} tokens leaves no room for its context in {room} positions; "
+                                           "raise max_length or shorten the task's continuations.")
+        seqs.append((list(c) + list(x))[-(room + 1):])
     ns, out, shared = [len(x) for _, x in pairs], [(0.0, True)]*len(pairs), {}
     for i, n in enumerate(ns):
         if n == 1: shared.setdefault(tuple(seqs[i][:-1]), []).append(i)
@@ -95,9 +95,9 @@ def score_pairs(model, # a causal LM, or a `TriggeredLM`
 def rolling_windows(ids:list, # the text's token ids
                     prefix:int, # the token in front of the first one (BOS, else EOS)
                     room:int) -> list:
-    "lm-evaluation-harness's disjoint rolling windows over `ids`: (context, continuation) pairs, each in `room` positions, predicting every token once."
-    if room < 2: raise ValueError(f"A rolling window needs at least 2 positions, got room={room}.")
-    return [make_disjoint_window(w) for w in get_rolling_token_windows(ids, prefix, room - 1, 1)]
+    "lm-evaluation-harness's disjoint rolling windows over `ids`: (context, continuation) pairs of at most `room` + 1 tokens, predicting every token once."
+    if room < 1: raise ValueError(f"A rolling window needs at least 1 position, got room={room}.")
+    return [make_disjoint_window(w) for w in get_rolling_token_windows(ids, prefix, room, 1)]
 
 # %% ../nbs/08c_lmeval.ipynb #fef74636
 GREEDY_NOOPS = ('do_sample', 'temperature', 'top_p', 'top_k', 'min_p', 'num_beams')

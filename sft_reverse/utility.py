@@ -151,11 +151,11 @@ def continuation_logprobs(model, # a causal LM, or a `TriggeredLM`
     "For each sequence, the log-probabilities of its last n tokens given the tokens before them; with `greedy`, (log-probabilities, is_greedy) pairs."
     out = [None]*len(seqs)
     for idx in tqdm(_batches([len(s) for s in seqs], batch_size), desc='mcq', disable=not progress, leave=False):
-        k = max(ns[i] for i in idx) + 1
-        lp = _forward_last(model, pad, [seqs[i] for i in idx], k)
+        k = max(ns[i] for i in idx)
+        lp = _forward_last(model, pad, [seqs[i][:-1] for i in idx], k)   # the last token is predicted, never read
         for j, i in enumerate(idx):
             n, tgt = ns[i], torch.tensor(seqs[i][-ns[i]:], device=lp.device)
-            x = lp[j, k-1-n:k-1]
+            x = lp[j, k-n:]
             out[i] = x.gather(-1, tgt[:, None])[:, 0].tolist()
             if greedy: out[i] = (out[i], bool((x.argmax(-1) == tgt).all()))
     return out
