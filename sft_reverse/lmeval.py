@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['NEEDS', 'GREEDY_NOOPS', 'MODEL_NAME', 'load_condition', 'score_pairs', 'rolling_windows', 'gen_settings',
-           'SftReverseLM', 'register', 'cli_args', 'main']
+           'find_batch_size', 'SftReverseLM', 'register', 'cli_args', 'main']
 
 # %% ../nbs/08c_lmeval.ipynb #4583ffbf
-import json, sys
+import json, os, sys
 from pathlib import Path
 
 import torch
@@ -115,28 +115,54 @@ def gen_settings(kw:dict|None, # a generate_until request's generation kwargs
                               "eos or max_gen_toks.")
     return tuple(kw['until']), int(kw['max_gen_toks'])
 
+# %% ../nbs/08c_lmeval.ipynb #6f3b7c8e
+def find_batch_size(scorer, # a causal LM, or a `TriggeredLM`
+                    pad:int, # the padding id
+                    room:int, # the positions one sequence may take
+                    largest:int=64, # the size tried first; then largest/2, largest/4, ... 1
+                    probe:bool|None=None, # run the batches (default: on a CUDA device) rather than estimate their memory
+                    memory:int|None=None # free bytes for the estimate (default: what the system reports)
+                   ) -> int:
+    "The batch size `auto` stands for: the largest of largest, largest/2, ..., 1 at which a batch of `room`-position sequences, every position scored, fits."
+    if largest < 1: raise ValueError(f"The largest batch size must be >= 1, got {largest}.")
+    sizes = [largest >> k for k in range(largest.bit_length())]
+    dev = scorer.get_input_embeddings().weight.device
+    if probe is None: probe = dev.type == 'cuda'
+    if not probe:
+        free = memory if memory is not None else os.sysconf('SC_AVPHYS_PAGES')*os.sysconf('SC_PAGE_SIZE')
+        per_seq = 3*room*scorer.config.vocab_size*4
+        return next((b for b in sizes if b*per_seq <= free // 2), 1)
+    for b in sizes:
+        try:
+            continuation_logprobs(scorer, pad, [[pad]*(room + 1)]*b, [room]*b, batch_size=b)
+            return b
+        except torch.OutOfMemoryError:
+            if dev.type == 'cuda': torch.cuda.empty_cache()
+    raise MemoryError(f"Not even one sequence of {room} positions fits on {dev}; lower max_length.")
+
 # %% ../nbs/08c_lmeval.ipynb #26379f05
 class SftReverseLM(TemplateLM):
     "One condition (base, sft, lcdd or trig) as an lm-evaluation-harness model: the library's scorer for log-likelihoods, greedy generation."
     def __init__(self, condition:str='base', base:str|None=None, sft=None, carrier=None, trigger=None, run=None,
                  device:str='auto', dtype:str|None=None, batch_size:int|str=8, max_length:int|None=None, max_gen_toks:int=256,
-                 trust_remote_code:bool=False, max_batch_size=None, **rest):
+                 trust_remote_code:bool=False, max_batch_size:int|None=None, **rest):
         if rest: raise TypeError(f"Unknown model_args {sorted(rest)}; SftReverseLM takes condition, run, base, sft, carrier, trigger, "
-                                 "device, dtype, batch_size, max_length, max_gen_toks and trust_remote_code.")
+                                 "device, dtype, batch_size, max_batch_size, max_length, max_gen_toks and trust_remote_code.")
         super().__init__()
         model, tok, trig = load_condition(condition, base, sft, carrier, trigger, run, device, dtype, trust_remote_code)
-        self._setup(model, tok, trig, batch_size, max_length, max_gen_toks)
+        self._setup(model, tok, trig, batch_size, max_length, max_gen_toks, max_batch_size)
         self.condition = condition
 
     @classmethod
-    def from_model(cls, model, tok, trigger:torch.Tensor|None=None, batch_size:int=8, max_length:int|None=None, max_gen_toks:int=256):
+    def from_model(cls, model, tok, trigger:torch.Tensor|None=None, batch_size:int|str=8, max_length:int|None=None, max_gen_toks:int=256,
+                   max_batch_size:int|None=None):
         "A harness model for a model and tokenizer already loaded, with an optional (L, d) soft trigger."
         self = cls.__new__(cls)
         TemplateLM.__init__(self)
         self.condition = None
-        return self._setup(model, tok, trigger, batch_size, max_length, max_gen_toks)
+        return self._setup(model, tok, trigger, batch_size, max_length, max_gen_toks, max_batch_size)
 
-    def _setup(self, model, tok, trigger, batch_size, max_length, max_gen_toks):
+    def _setup(self, model, tok, trigger, batch_size, max_length, max_gen_toks, max_batch_size=None):
         self.model, self.tokenizer = model.eval(), tok
         self.trigger = None if trigger is None else check_trigger(model, trigger)
         self.scorer = model if self.trigger is None else TriggeredLM(model, self.trigger)
@@ -144,9 +170,12 @@ class SftReverseLM(TemplateLM):
         n_pos = max_length or getattr(model.config, 'max_position_embeddings', None)
         if not n_pos: raise ValueError("The model's config has no max_position_embeddings; pass max_length=.")
         if n_pos < L + 2: raise ValueError(f"max_length={n_pos} leaves fewer than 2 positions beside the {L}-vector trigger.")
-        if not str(batch_size).isdigit() or int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r} ('auto' is not supported).")
-        self.max_length, self.batch_size, self.max_gen_toks = n_pos - L, int(batch_size), int(max_gen_toks)
+        bs, largest = str(batch_size), str(64 if max_batch_size is None else max_batch_size)
+        auto = bs == 'auto' or (bs.startswith('auto:') and bs[5:].isdigit())   # auto:N detects again N times in lm-eval's HF model; once suffices here
+        if not (auto or bs.isdigit()) or bs == '0': raise ValueError(f"batch_size must be a whole number >= 1 or 'auto', got {batch_size!r}.")
+        if not largest.isdigit() or largest == '0': raise ValueError(f"max_batch_size must be a whole number >= 1, got {max_batch_size!r}.")
+        self.max_length, self.max_gen_toks = n_pos - L, int(max_gen_toks)
+        self.batch_size = find_batch_size(self.scorer, pad_id(tok), self.max_length, int(largest)) if auto else int(bs)
         self._device = model.get_input_embeddings().weight.device
         return self
 
