@@ -172,8 +172,8 @@ class SftReverseLM(TemplateLM):
         if n_pos < L + 2: raise ValueError(f"max_length={n_pos} leaves fewer than 2 positions beside the {L}-vector trigger.")
         bs, largest = str(batch_size), str(64 if max_batch_size is None else max_batch_size)
         auto = bs == 'auto' or (bs.startswith('auto:') and bs[5:].isdigit())   # auto:N detects again N times in lm-eval's HF model; once suffices here
-        if not (auto or bs.isdigit()) or bs == '0': raise ValueError(f"batch_size must be a whole number >= 1 or 'auto', got {batch_size!r}.")
-        if not largest.isdigit() or largest == '0': raise ValueError(f"max_batch_size must be a whole number >= 1, got {max_batch_size!r}.")
+        if not (auto or (bs.isdigit() and int(bs) >= 1)): raise ValueError(f"batch_size must be a whole number >= 1 or 'auto', got {batch_size!r}.")
+        if not (largest.isdigit() and int(largest) >= 1): raise ValueError(f"max_batch_size must be a whole number >= 1, got {max_batch_size!r}.")
         self.max_length, self.max_gen_toks = n_pos - L, int(max_gen_toks)
         self.batch_size = find_batch_size(self.scorer, pad_id(tok), self.max_length, int(largest)) if auto else int(bs)
         self._device = model.get_input_embeddings().weight.device
