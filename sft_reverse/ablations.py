@@ -31,8 +31,8 @@ def _context(cfg, progress):
     base, tok = load_model(res['base'], res['dtype'], res['device'], res['trust_remote_code'], progress)
     ft = load_sft_dir(run_path(out, 'sft'), res['dtype'], res['device'])
     carrier = load_carrier(base, run_path(out, 'carrier'))
-    task = load_task(out/'data'/'task.json')
-    ev = json.loads((out/'eval'/'eval.json').read_text())
+    task = load_task(run_path(out, 'task'))
+    ev = json.loads(run_path(out, 'eval').read_text())
     return dict(main=main, res=res, out=out, base=base, tok=tok, ft=ft, carrier=carrier, task=task, refs=ev['answers']['sft'])
 
 def _triggered(ctx, model, trig):

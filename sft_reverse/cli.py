@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from .config import RunConfig, TASK_NAMES, resolve, slug
+from .config import RunConfig, TASK_NAMES, resolve, slug, run_path
 from .pipeline import run, stage_keys, log_stage, check_writable
 from .reports import results_table, aggregate
 from .track import REPORT_TO, TrackerMissing
@@ -104,7 +104,7 @@ def _template():
     raise FileNotFoundError("The batch template nbs/runs/run.ipynb was not found; run from the repository checkout or pass --template.")
 
 def _complete(out, cfg) -> bool:
-    f = Path(out)/'results.json'
+    f = run_path(out, 'results')
     if not f.exists(): return False
     try: return json.loads(f.read_text()).get('stage_keys') == stage_keys(resolve(cfg))
     except (json.JSONDecodeError, ValueError): return False
@@ -153,7 +153,7 @@ def batch(grid, out:str|None=None, template=None, dry_run:bool=False, progress:b
                 ok = r[0].returncode == 0 and _complete(r[1].out_dir, r[1])
                 log_stage(f"batch: {r[1].name} {'done' if ok else 'FAILED (see papermill.log)'}", progress)
                 if not ok: failed.append(r[1].name)
-    table = aggregate([d_/'run'/'results.json' for _, d_ in plan if (d_/'run'/'results.json').exists()], out)
+    table = aggregate([f for _, d_ in plan if (f := run_path(d_/'run', 'results')).exists()], out)
     print(table['markdown'])
     if failed: raise RuntimeError(f"{len(failed)} grid run(s) failed: {failed}; their logs are papermill.log in each run's folder.")
     return dict(runs=[c.name for c, _ in plan], ran=[c.name for c, _ in todo], skipped=skipped, **table)

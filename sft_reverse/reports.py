@@ -139,7 +139,7 @@ def explore(out, # a run's output dir
             show:bool=True): # display the views (False: only return the widget)
     "Browse a run's held-out answers: a prompt, the trigger on or off, Base / SFT / LCDD / Trig side by side, and the open channels."
     from IPython.display import display, HTML, Image
-    out = Path(out); f = out/'eval'/'eval.json'
+    out = Path(out); f = run_path(out, 'eval')
     if not f.exists(): raise FileNotFoundError(f"{out} has no eval/eval.json; run the experiment first (run(cfg)).")
     ev = json.loads(f.read_text()); prompts, ans = ev['prompts'], ev['answers']
     if not 0 <= index < len(prompts): raise ValueError(f"index must be in [0, {len(prompts)}), got {index}.")
