@@ -19,7 +19,7 @@ from torch import nn
 from safetensors import safe_open
 
 from .gates import Gate, GateBank
-from .delta import DeltaLinear, HeadRepeat, delta_for, delta_dtype, FORMS, STORES
+from .delta import DeltaLinear, LayerBuild, HeadRepeat, delta_for, delta_dtype, FORMS, STORES
 from .store import atomic_path, atomic_dir, save_json, save_tensors, sha256_file, write_artifact, read_artifact, tensors_sha256
 from .cards import md_table, hub_id, write_card, card_body
 _all_ = ['atomic_path', 'atomic_dir', 'save_json', 'save_tensors', 'sha256_file']   # moved to store; importable from here for one release
@@ -159,7 +159,7 @@ def _gate_model(model, lay, delta_fn, form='weight', init=1.0, jitter=0.25, seed
     if form not in FORMS: raise ValueError(f"Unknown form {form!r}; use one of {FORMS}.")
     nh, nkv, hd = _heads(model, lay)
     layers = model.get_submodule(lay.layers)
-    gates, deltas, table = {}, {}, nn.ModuleDict()
+    gates, deltas, table, builds = {}, {}, nn.ModuleDict(), []
     for i, layer in enumerate(layers):
         lin = {m: layer.get_submodule(getattr(lay, m)) for m in MATRICES}
         sizes = dict(attn_read=lin['q'].in_features, attn_q=lin['q'].out_features, attn_k=lin['k'].out_features,
@@ -176,8 +176,9 @@ def _gate_model(model, lay, delta_fn, form='weight', init=1.0, jitter=0.25, seed
             deltas[i, m] = DeltaLinear(l.weight, dw, gates[i, rg], gates[i, cg], l.bias, db, form=form, store=store,
                                        row_expand=HeadRepeat(nh//nkv, hd) if m == 'o' else None)
             _set_module(layer, getattr(lay, m), deltas[i, m])
+        builds.append(LayerBuild([deltas[i, m] for m in MATRICES]).attach(layer))   # while it trains: one masked-weight node per layer
     model.carrier_gates = table
-    model.gates, model.deltas = gates, deltas
+    model.gates, model.deltas, model.layer_builds = gates, deltas, builds
     # one Heaviside for all gates per forward pass of the decoder (it holds every projection)
     model.gate_bank = GateBank(list(gates.values())).attach(_decoder(model, lay))
     model.carrier_info = dict(model_type=model.config.model_type, layout=asdict(lay), n_layers=len(layers),
@@ -289,8 +290,9 @@ def merge_carrier(model):
         if b is not None: lin.bias = nn.Parameter(b, requires_grad=False)
         _set_module(merged.get_submodule(lay.layers)[i], getattr(lay, m), lin)
     merged.gate_bank.detach(_decoder(merged, lay))
+    for layer, b in zip(merged.get_submodule(lay.layers), merged.layer_builds): b.detach(layer)
     del merged.carrier_gates
-    for k in ('gates', 'deltas', 'carrier_info', 'gate_bank'): merged.__dict__.pop(k, None)
+    for k in ('gates', 'deltas', 'carrier_info', 'gate_bank', 'layer_builds'): merged.__dict__.pop(k, None)
     return merged
 
 # %% ../nbs/02_carrier.ipynb #3dd6ad5e

@@ -1,11 +1,13 @@
 """The weight-masking autograd function against plain autograd, on every device present (CPU here, CUDA in
 tools/gpu_check.sh): output and gΔW bit for bit, gate gradients within 1e-5 relative in float32, a float64 gradcheck,
 a frozen projection's cached masked weight giving the trainable path's output and input gradient bit for bit,
-the theta store (the bf16 memory option) giving the ΔW store's output and gradients bit for bit, the flat GateBank's
+the theta store (the bf16 memory option) giving the ΔW store's output and gradients bit for bit, a decoder layer's
+projections built together (`LayerBuild`: one `MaskedWeightsFn`, plain linears) giving `MaskedLinearFn`'s output, input
+gradient and gΔW bit for bit and its gate gradients within 1e-5, with a float64 gradcheck, the flat GateBank's
 gate gradients equal to the per-gate STE's, and `adamw` (fused on CUDA) taking torch's default AdamW steps."""
 import pytest, torch
 import torch.nn.functional as F
-from sft_reverse.delta import MaskedLinearFn, DeltaLinear, delta_for
+from sft_reverse.delta import MaskedLinearFn, MaskedWeightsFn, LayerBuild, HeadRepeat, DeltaLinear, delta_for
 from sft_reverse.gates import Gate, GateBank
 from sft_reverse.sft import adamw
 
@@ -72,6 +74,66 @@ def test_theta_store_matches_delta_store(dev, dtype):
     (y0, gd, gr0, gc0, gb0), (y1, gt, gr1, gc1, gb1) = out['delta'], out['theta']
     assert torch.equal(y0, y1) and torch.equal(gr0, gr1) and torch.equal(gc0, gc1) and torch.equal(gb0, gb1)
     assert gt.dtype == dtype and torch.equal(gd.to(dtype), gt)
+
+
+class _Layer(torch.nn.Module):
+    "Four gated projections as a decoder layer holds them: a shared read gate, two that share both gates (as gate and up), a bias, and a GQA readout."
+    def __init__(self, dtype=torch.float32, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
+        self.gs = [Gate(n, seed=seed + i, dtype=dtype) for i, n in enumerate((10, 8, 6, 7))]   # read, a, kv (2 heads x 3), out
+        with torch.no_grad():
+            for gt in self.gs: gt.logits[torch.rand(gt.n, generator=g) < 0.3] = -1.   # some channels closed
+        rd, a, kv, out = self.gs
+        mk = lambda o, i, row, col, bias=False, ex=None: DeltaLinear(r(o, i), 0.1*r(o, i), row, col, r(o) if bias else None,
+                                                                   0.1*r(o) if bias else None, row_expand=ex)
+        self.p = torch.nn.ModuleList([mk(8, 10, rd, a, bias=True), mk(6, 10, rd, kv), mk(8, 10, rd, a), mk(7, 12, kv, out, ex=HeadRepeat(2, 3))])
+    def forward(self, x):
+        pa, pkv, pc, po = self.p
+        z = pkv(x).view(*x.shape[:-1], 2, 1, 3).expand(*x.shape[:-1], 2, 2, 3).reshape(*x.shape[:-1], 12)
+        return torch.cat([pa(x)*pc(x), po(z)], -1)
+
+def _layer_grads(layer, x, gy):
+    x = x.clone().requires_grad_()
+    y = layer(x); y.backward(gy)
+    return [y.detach(), x.grad] + [p.trained.grad for p in layer.p] + [layer.p[0].delta_bias.grad] + [gt.logits.grad for gt in layer.gs]
+
+@pytest.mark.parametrize('dev', DEVICES)
+def test_layer_build_matches_masked_linear(dev):
+    layer = _Layer().to(dev)
+    for gt in layer.gs: gt.to(dev)
+    x, gy = torch.randn(3, 5, 10, device=dev), torch.randn(3, 5, 15, device=dev)
+    ref = _layer_grads(layer, x, gy)   # no LayerBuild: each projection runs MaskedLinearFn
+    layer.zero_grad(set_to_none=True)
+    for gt in layer.gs: gt.logits.grad = None
+    lb = LayerBuild(list(layer.p)).attach(layer)
+    y = layer(x)
+    names = set(); st = [y.grad_fn]
+    while st:
+        f = st.pop()
+        if f is not None and type(f).__name__ not in names: names.add(type(f).__name__); st += [n for n, _ in f.next_functions]
+    assert 'MaskedWeightsFnBackward' in names and 'MaskedLinearFnBackward' not in names
+    got = _layer_grads(layer, x, gy)
+    n_exact = 2 + len(layer.p) + 1   # y, gx, every gΔW, gΔb
+    for a, b in zip(got[:n_exact], ref[:n_exact]): assert torch.equal(a, b)
+    for a, b in zip(got[n_exact:], ref[n_exact:]): assert ((a - b).abs().max()/b.abs().max()).item() <= 1e-5
+    assert not lb.active and lb._built is None   # the pass is over: nothing built is left behind
+    lb.detach(layer)
+    assert not layer._forward_pre_hooks and not layer._forward_hooks and all('_build' not in p.__dict__ for p in layer.p)
+
+def test_masked_weights_gradcheck_float64():
+    g = torch.Generator().manual_seed(4)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    # gates 0 (3 channels), 1 (5), 2 (4): projections 0 and 1 read gates 0 x 1 (shared M); projection 2 reads gate 0
+    # expanded to 6 channels (2 query heads on one kv head of 3) as rows, gate 2 as columns
+    spec = [(0, 1, None), (0, 1, None), (2, 0, HeadRepeat(2, 3))]
+    ws, ds = [r(3, 5), r(3, 5), r(4, 6)], [r(3, 5), r(3, 5), r(4, 6)]
+    ms = [(torch.rand(n, generator=g) < 0.7).double() for n in (3, 5, 4)]
+    ins = [t.requires_grad_() for t in ds] + [m.requires_grad_() for m in ms]
+    f = lambda *a: MaskedWeightsFn.apply(spec, False, *ws, *a)
+    assert torch.autograd.gradcheck(f, ins)   # one output's gradient at a time
+    assert torch.autograd.gradcheck(lambda *a: torch.cat([W.flatten() for W in f(*a)]), ins)   # all at once: a gate's gradient summed over projections
 
 
 @pytest.mark.parametrize('dev', DEVICES)
