@@ -340,7 +340,8 @@ class MaskedWeightsFn(torch.autograd.Function):
 
 class LayerBuild:
     "The weight-masking projections of one decoder layer: during the layer's forward pass the first of them to run builds every trainable one's masked weight (one `MaskedWeightsFn`), and each takes its own."
-    def __init__(self, mods:list): self.mods, self.active, self._built = list(mods), False, None
+    def __init__(self, mods:list, enabled:bool=True):   # enabled=False: each projection runs `MaskedLinearFn` (no weight-sized tensor kept)
+        self.mods, self.enabled, self.active, self._built = list(mods), enabled, False, None
 
     def start(self, module=None, args=None):
         "Begin the layer's forward pass (a forward pre-hook): nothing is built until a projection asks."
@@ -369,7 +370,7 @@ class LayerBuild:
 
     def weight(self, m):
         "(W, m_col) for projection `m` in this pass, built with the others at the first ask; None where it is not to be had (then `m` runs `MaskedLinearFn`)."
-        if not self.active or not torch.is_grad_enabled(): return None
+        if not (self.enabled and self.active) or not torch.is_grad_enabled(): return None
         if self._built is None: self._built = self._build()
         return self._built.pop(id(m), None)   # taken once: a second call in the same pass runs on its own
 

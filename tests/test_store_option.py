@@ -37,3 +37,24 @@ def test_theta_store_runs_and_tracks_the_delta_store(tmp_path):
     base, _ = load_model('tiny', progress=False)
     c = load_carrier(base, tmp_path/'theta'/'lcdd'/'carrier')   # a theta-store carrier is saved in the same format
     assert c.deltas and all(d.store == 'delta' for d in c.deltas.values())
+
+
+def test_layer_build_off_runs_the_same_lcdd(tmp_path, monkeypatch):
+    "`lcdd.layer_build: false` (the memory-lean path, for 7-8B models on one card) runs end to end, with the layer builds off, and gives the default's LCDD."
+    from sft_reverse.delta import LayerBuild
+    built = []
+    orig = LayerBuild._build
+    monkeypatch.setattr(LayerBuild, '_build', lambda self: built.append(1) or orig(self))
+    cfgs = {k: RunConfig(**dict(SMALL, lcdd=dict(SMALL['lcdd'], **({} if k == 'on' else dict(layer_build=False))), out_dir=str(tmp_path/k)))
+            for k in ('on', 'off')}
+    run(cfgs['on'], progress=False)
+    assert built, 'the default run builds each layer in one node'
+    shutil.copytree(tmp_path/'on', tmp_path/'off')
+    built.clear()
+    res = run(cfgs['off'], progress=False)
+    assert not built and res['config']['lcdd']['layer_build'] is False
+    ko, kf = (stage_keys(resolve(c)) for c in cfgs.values())
+    assert ko['sft'] == kf['sft'] and ko['lcdd'] != kf['lcdd']
+    ho, hf = (json.loads((tmp_path/k/'lcdd'/'history.json').read_text())['history'] for k in ('on', 'off'))
+    assert len(ho) == len(hf) > 0
+    for a, b in zip(ho, hf): assert abs(a['loss'] - b['loss']) <= 1e-5*max(1.0, abs(a['loss'])), (a, b)

@@ -1,13 +1,14 @@
-"""Time today's LCDD step against variants of its gated projection, interleaved in one process (issue 15's CPU gap).
+"""Time today's LCDD step against variants of its gated projections, interleaved in one process (issue 15's CPU gap).
 
 Separate processes differ by several per cent in LCDD ÷ SFT; variants timed in one process, in turn, do not share that
-noise. Each variant swaps `DeltaLinear.forward` for the length of one step and puts it back:
+noise. Each variant changes the carrier for the length of one step and puts it back:
 
-- `lcdd`: today's code (`MaskedLinearFn`: the masked weight rebuilt in the backward pass, nothing weight-sized saved);
-- `add`: `F.linear(x, W_base + ΔW)`, no masks: what the same loop costs without gating (ΔW trains, gates get no gradient);
-- `layerbuild`: each decoder layer builds its projections' masked weights when it starts (`MaskedWeight`, gate gradients
-  through the bank as today), and the projections run a plain `F.linear` on them. The linear keeps its weight for the
-  backward pass, one weight-sized tensor per projection until its gradient is done: the memory `MaskedLinearFn` saves.
+- `lcdd`: today's code. While the carrier trains, each decoder layer builds its projections' masked weights in one
+  `MaskedWeightsFn` node (`LayerBuild`) and the projections run a plain `F.linear`; the linear keeps its W for the
+  backward pass, one weight-sized tensor per projection.
+- `rebuild`: the layer builds switched off (`enabled = False`): each projection runs `MaskedLinearFn`, which keeps
+  nothing weight-sized and rebuilds the masked weight in its backward pass (the code before the layer builds).
+- `add`: `F.linear(x, W_base + ΔW)`, no masks: what the same loop costs without gating (ΔW trains, gates get no gradient).
 
     python tools/step_variants.py [--batch 8] [--seq 256] [--reps 30] [--shape tiny]
 
@@ -17,20 +18,6 @@ import argparse, warnings
 
 import torch
 import torch.nn.functional as F
-
-
-class MaskedWeight(torch.autograd.Function):
-    "W_base + (m_col ⊗ m_row) ⊙ ΔW; the backward pass gives gΔW = G ⊙ M and both gate gradients from G ⊙ ΔW."
-    @staticmethod
-    def forward(ctx, w, d, m_col, m_row):
-        ctx.save_for_backward(d, m_col, m_row)
-        return torch.addcmul(w.to(d.dtype), torch.outer(m_col, m_row), d)
-
-    @staticmethod
-    def backward(ctx, G):
-        d, m_col, m_row = ctx.saved_tensors
-        Gd = G*d
-        return None, G*torch.outer(m_col, m_row), Gd @ m_row, Gd.t().mv(m_col)
 
 
 def main():
@@ -51,24 +38,20 @@ def main():
     lcdd, sft = lcdd_stepper(car, batch), sft_stepper(ft, batch)
     today = DeltaLinear.forward
 
-    def layer_build(layer, args, kwargs):
-        for m in layer.modules():
-            if isinstance(m, DeltaLinear):
-                mc, mr = m.masks()
-                m.__dict__['_built'] = MaskedWeight.apply(m.weight, m.delta, mc, mr)
-
-    def swapped(forward, layer_hook=None):
+    def swapped(forward):
         def step():
-            hooks = [l.register_forward_pre_hook(layer_hook, with_kwargs=True) for l in car.model.layers] if layer_hook else []
             DeltaLinear.forward = forward
             try: return lcdd()
-            finally:
-                DeltaLinear.forward = today
-                for h in hooks: h.remove()
+            finally: DeltaLinear.forward = today
         return step
 
-    fns = dict(lcdd=lcdd, sft=sft, add=swapped(lambda self, x: F.linear(x, self.weight + self.delta)),
-               layerbuild=swapped(lambda self, x: F.linear(x, self.__dict__.pop('_built')), layer_build))
+    def rebuild():
+        for b in car.layer_builds: b.enabled = False
+        try: return lcdd()
+        finally:
+            for b in car.layer_builds: b.enabled = True
+
+    fns = dict(lcdd=lcdd, sft=sft, rebuild=rebuild, add=swapped(lambda self, x: F.linear(x, self.weight + self.delta)))
     t = interleave(fns, reps=a.reps, warmup=3)
     print(f"{a.shape}, batch {a.batch}×{a.seq}, {a.reps} rounds: " + ', '.join(f"{k} {v*1e3:.1f} ms" for k, v in t.items()))
     print(', '.join(f"{k} ÷ sft {t[k]/t['sft']:.4f}" for k in fns if k != 'sft'))
