@@ -1,5 +1,7 @@
 """SFT and LCDD sharded with FSDP2 over two CPU processes (gloo) train the same model and carrier as one process with the
-same global batch, and a sharded LCDD run killed mid-way resumes from its checkpoint to the same end."""
+same global batch, and a sharded LCDD run killed mid-way resumes from its checkpoint to the same end. Sharded or not, the
+carrier's decoder layers build their masked weights in one node each (`LayerBuild`): under FSDP2 the first projection
+to run builds them, after the layer's own hook has gathered its shards."""
 import json, os, socket, subprocess, sys, textwrap
 from pathlib import Path
 
@@ -15,6 +17,11 @@ SCRIPT = textwrap.dedent('''
     from sft_reverse.carrier import make_carrier, perturbed
     from sft_reverse.lcdd import lcdd
     from sft_reverse.sft import sft
+    from sft_reverse.delta import LayerBuild
+    built, _build = [0], LayerBuild._build
+    def _counted(self):
+        got = _build(self); built[0] += len(got); return got
+    LayerBuild._build = _counted
     out, bs, die = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     torch.set_num_threads(1)
     state = PartialState(cpu=True)   # under torchrun: the gloo process group
@@ -29,7 +36,7 @@ SCRIPT = textwrap.dedent('''
     if state.is_main_process:
         (out/'result.json').write_text(json.dumps(dict(sharded=r['sharded'], world=state.num_processes,
                                                        losses=[x['loss'] for x in r['history']],
-                                                       sft_losses=[x['loss'] for x in h['history']])))
+                                                       sft_losses=[x['loss'] for x in h['history']], built=built[0])))
     import torch.distributed as dist
     if dist.is_initialized(): dist.barrier(); dist.destroy_process_group()   # a clean gloo shutdown before exit
 ''')
@@ -51,6 +58,7 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     r1, r2 = (json.loads((tmp_path/d/'result.json').read_text()) for d in ('one', 'two'))
     assert (r1['sharded'], r1['world'], r2['sharded'], r2['world']) == (False, 1, True, 2)
+    assert r1['built'] == r2['built'] > 0, (r1['built'], r2['built'])   # every projection of every training forward, both ways
     s1, s2 = (load_file(str(tmp_path/d/'sft'/'step-0000004'/'model.safetensors')) for d in ('one', 'two'))
     assert set(s1) == set(s2) and all(s1[k].shape == s2[k].shape for k in s1)
     assert max((s1[k] - s2[k]).abs().max().item() for k in s1) < 1e-5                # SFT: the same weights
