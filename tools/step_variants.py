@@ -9,12 +9,14 @@ noise. Each variant changes the carrier for the length of one step and puts it b
 - `rebuild`: the layer builds switched off (`enabled = False`): each projection runs `MaskedLinearFn`, which keeps
   nothing weight-sized and rebuilds the masked weight in its backward pass (the code before the layer builds).
 - `add`: `F.linear(x, W_base + ΔW)`, no masks: what the same loop costs without gating (ΔW trains, gates get no gradient).
+- `sft_compiled` (with `--compiled-sft`): the full-SFT step on a copy of the model whose forward is `torch.compile`d, the
+  faster yardstick to report beside the eager one (its compile time falls in the warm-up rounds).
 
-    python tools/step_variants.py [--batch 8] [--seq 256] [--reps 30] [--shape tiny]
+    python tools/step_variants.py [--batch 8] [--seq 256] [--reps 30] [--shape tiny] [--layers N] [--device cpu] [--dtype float32] [--compiled-sft]
 
 Prints the median seconds of each step and each variant's ratio to the full-SFT step. A measurement tool, not a test.
 """
-import argparse, warnings
+import argparse, copy, warnings
 
 import torch
 import torch.nn.functional as F
@@ -26,14 +28,16 @@ def main():
     from sft_reverse.delta import DeltaLinear
     from sft_reverse.tiny import set_threads
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--shape', default='tiny'); p.add_argument('--batch', type=int, default=8)
+    p.add_argument('--shape', default='tiny'); p.add_argument('--layers', type=int, default=None); p.add_argument('--batch', type=int, default=8)
     p.add_argument('--seq', type=int, default=256); p.add_argument('--reps', type=int, default=30)
+    p.add_argument('--device', default='cpu'); p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
+    p.add_argument('--compiled-sft', action='store_true')
     a = p.parse_args()
-    set_threads()
-    base = shape_model(a.shape); ft = perturbed(base, scale=0.01, seed=1)
+    if a.device == 'cpu': set_threads()
+    base = shape_model(a.shape, a.layers, dtype=getattr(torch, a.dtype), device=a.device); ft = perturbed(base, scale=0.01, seed=1)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore'); car = make_carrier(base, ft)
-    ids = torch.randint(3, base.config.vocab_size, (a.batch, a.seq), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(3, base.config.vocab_size, (a.batch, a.seq), generator=torch.Generator().manual_seed(0)).to(a.device)
     batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clone())   # random tokens, as the bench's
     lcdd, sft = lcdd_stepper(car, batch), sft_stepper(ft, batch)
     today = DeltaLinear.forward
@@ -51,10 +55,14 @@ def main():
         finally:
             for b in car.layer_builds: b.enabled = True
 
-    fns = dict(lcdd=lcdd, sft=sft, rebuild=rebuild, add=swapped(lambda self, x: F.linear(x, self.weight + self.delta)))
-    t = interleave(fns, reps=a.reps, warmup=3)
-    print(f"{a.shape}, batch {a.batch}×{a.seq}, {a.reps} rounds: " + ', '.join(f"{k} {v*1e3:.1f} ms" for k, v in t.items()))
+    fns = dict(lcdd=lcdd, sft=sft, rebuild=rebuild, add=swapped(lambda self, x: F.linear(x, (self.weight + self.delta).to(x.dtype))))
+    if a.compiled_sft:
+        sc = copy.deepcopy(ft); sc.compile()
+        fns['sft_compiled'] = sft_stepper(sc, batch)
+    t = interleave(fns, reps=a.reps, device=a.device, warmup=3)
+    print(f"{a.shape} ({a.device}, {a.dtype}), batch {a.batch}×{a.seq}, {a.reps} rounds: " + ', '.join(f"{k} {v*1e3:.1f} ms" for k, v in t.items()))
     print(', '.join(f"{k} ÷ sft {t[k]/t['sft']:.4f}" for k in fns if k != 'sft'))
+    if a.compiled_sft: print(f"lcdd ÷ sft_compiled {t['lcdd']/t['sft_compiled']:.4f}")
 
 
 if __name__ == '__main__':
