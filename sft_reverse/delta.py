@@ -238,13 +238,16 @@ def clear_cache(self:DeltaLinear):
 @patch
 def forward(self:DeltaLinear, x):
     b = self.__dict__.get('_build')
-    got = b.weight(self) if b is not None else None
-    if got is not None:   # training: the layer built this projection's masked weight with the others'
+    if b is not None:
+        dev = x.device.type
+        dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype   # the matmul's dtype
+        got = b.weight(self, dt)
+    else: got = None
+    if got is not None:   # training: the layer built this projection's masked weight with the others', in the matmul's dtype
         self.__dict__['_frozen_cache'] = None
         W, mc = got
-        dev = x.device.type
-        if torch.is_autocast_enabled(dev): x = x.to(torch.get_autocast_dtype(dev))
-        if W.dtype != x.dtype: W = W.to(x.dtype)
+        if x.dtype != dt: x = x.to(dt)
+        if W.dtype != dt: W = W.to(dt)
         return F.linear(x, W, None if self.bias is None else _masked_bias(self.bias, self.delta_bias, mc).to(x.dtype))
     if self.form == 'weight' and self.frozen():   # a frozen carrier (trigger training): one masked weight, cached across steps
         dev = x.device.type
@@ -293,9 +296,11 @@ class MaskedWeightsFn(torch.autograd.Function):
     are inputs once each however many projections read them. The backward turns each G_i = ∂L/∂W_i into gΔW_i = G_i ⊙ M_i
     and sums each gate's gradient over the projections that read it (`addmv_`, no separate additions). With `inplace`,
     gΔW_i is written into G_i itself: only for callers whose W_i feed nothing but a matmul, whose gradient is then
-    autograd's fresh tensor for W_i alone (as in `LayerBuild`)."""
+    autograd's fresh tensor for W_i alone (as in `LayerBuild`). `dtype` is the dtype of every W_i (None: ΔW's): W is
+    assembled in ΔW's dtype and rounded once as it is stored, and G_i is read in its own dtype by the backward's products,
+    so a 16-bit matmul costs no cast kernels (and gives the same numbers as casting first)."""
     @staticmethod
-    def forward(ctx, spec, inplace, *a):
+    def forward(ctx, spec, inplace, dtype, *a):
         n = len(spec)
         ws, ds, ms = a[:n], a[n:2*n], a[2*n:]
         ctx.set_materialize_grads(False)   # a W nobody used gives no gradients, not zeros
@@ -306,7 +311,8 @@ class MaskedWeightsFn(torch.autograd.Function):
                 if (r, id(ex)) not in rows: rows[r, id(ex)] = ms[r] if ex is None else ex(ms[r])
                 if c not in cols: cols[c] = ms[c].view(-1, 1)
                 M[k] = cols[c]*rows[r, id(ex)]   # torch.outer, with the column view kept for the backward's M
-            out.append(torch.addcmul(w if w.dtype == d.dtype else w.to(d.dtype), M[k], d))   # `_masked_weight`'s formula
+            dt = dtype or d.dtype   # `_masked_weight`'s formula; a 16-bit W_base is read, and W stored, in one kernel
+            out.append(torch.addcmul(w, M[k], d) if w.dtype == d.dtype == dt else torch.addcmul(w, M[k], d, out=torch.empty(w.shape, dtype=dt, device=w.device)))
         # kept for the backward: ΔW and the gate masks (M is rebuilt there: a weight-sized tensor fewer to hold)
         ctx.spec, ctx.inplace, ctx.row_keys, ctx.col_keys = spec, inplace, list(rows), list(cols)
         ctx.save_for_backward(*ds, *ms, *rows.values(), *cols.values())
@@ -315,7 +321,7 @@ class MaskedWeightsFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *Gs):
         spec, need = ctx.spec, ctx.needs_input_grad
-        n, nm, nr_, t = len(spec), len(need) - 2 - 2*len(spec), len(ctx.row_keys), ctx.saved_tensors
+        n, nm, nr_, t = len(spec), len(need) - 3 - 2*len(spec), len(ctx.row_keys), ctx.saved_tensors
         ds, ms = t[:n], t[n:n + nm]
         rows = dict(zip(ctx.row_keys, t[n + nm:n + nm + nr_]))
         cols = dict(zip(ctx.col_keys, t[n + nm + nr_:]))
@@ -324,10 +330,10 @@ class MaskedWeightsFn(torch.autograd.Function):
             if G is None: continue
             d = ds[i]
             mc, mr = ms[c], rows[r, id(ex)]
-            nd, nc, nr = need[2 + n + i], need[2 + 2*n + c], need[2 + 2*n + r]
-            if G.dtype != d.dtype: G = G.to(d.dtype)   # the matmul's gradient in ΔW's dtype (it differs when the matmul ran in 16 bits)
+            nd, nc, nr = need[3 + n + i], need[3 + 2*n + c], need[3 + 2*n + r]
+            own = ctx.inplace and G.dtype == d.dtype   # a 16-bit G is read by mixed-dtype products instead (ΔW's dtype out)
             if nc or nr:
-                Gd = G.mul_(d) if ctx.inplace and not nd else G*d
+                Gd = G.mul_(d) if own and not nd else G*d
                 if nc: gm[c] = torch.mv(Gd, mr) if gm[c] is None else gm[c].addmv_(Gd, mr)
                 if nr:
                     if ex is not None: v = ex.adjoint(torch.mv(Gd.t(), mc)); gm[r] = v if gm[r] is None else gm[r].add_(v)
@@ -335,8 +341,8 @@ class MaskedWeightsFn(torch.autograd.Function):
             if nd:
                 k = (c, r, id(ex))
                 if k not in M: M[k] = cols[c]*mr
-                gd[i] = G.mul_(M[k]) if ctx.inplace else G*M[k]
-        return (None, None) + (None,)*n + tuple(gd) + tuple(gm)
+                gd[i] = G.mul_(M[k]) if own else G*M[k]
+        return (None, None, None) + (None,)*n + tuple(gd) + tuple(gm)
 
 class LayerBuild:
     "The weight-masking projections of one decoder layer: during the layer's forward pass the first of them to run builds every trainable one's masked weight (one `MaskedWeightsFn`), and each takes its own."
@@ -351,7 +357,7 @@ class LayerBuild:
         "End the layer's forward pass (a forward hook, also called when the pass raises): unused weights are dropped."
         self.active, self._built = False, None
 
-    def _build(self):
+    def _build(self, dtype=None):
         "{id(projection): (W, m_col)} for the projections that can be built together: trainable, weight form, delta store, one ΔW dtype, expansions with an adjoint."
         ms = [p for p in self.mods if p.groupable() and (p.row_expand is None or hasattr(p.row_expand, 'adjoint'))]
         ms = [p for p in ms if p.delta.dtype == ms[0].delta.dtype] if ms else ms
@@ -365,13 +371,13 @@ class LayerBuild:
         masks = [g.mask() for g in gates]
         masks = [m if m.dtype == dt else m.to(dt) for m in masks]
         # in place: each W feeds only its projection's F.linear (`DeltaLinear.forward`)
-        Ws = MaskedWeightsFn.apply(spec, True, *[p.weight for p in ms], *[p.delta for p in ms], *masks)
+        Ws = MaskedWeightsFn.apply(spec, True, dtype, *[p.weight for p in ms], *[p.delta for p in ms], *masks)
         return {id(p): (W, masks[c]) for p, W, (c, _, _) in zip(ms, Ws, spec)}
 
-    def weight(self, m):
-        "(W, m_col) for projection `m` in this pass, built with the others at the first ask; None where it is not to be had (then `m` runs `MaskedLinearFn`)."
+    def weight(self, m, dtype=None):
+        "(W, m_col) for projection `m` in this pass, built with the others at the first ask, W in `dtype` (the matmul's); None where it is not to be had (then `m` runs `MaskedLinearFn`)."
         if not (self.enabled and self.active) or not torch.is_grad_enabled(): return None
-        if self._built is None: self._built = self._build()
+        if self._built is None: self._built = self._build(dtype)
         return self._built.pop(id(m), None)   # taken once: a second call in the same pass runs on its own
 
     def attach(self, module):

@@ -100,10 +100,15 @@ def _layer_grads(layer, x, gy):
     return [y.detach(), x.grad] + [p.trained.grad for p in layer.p] + [layer.p[0].delta_bias.grad] + [gt.logits.grad for gt in layer.gs]
 
 @pytest.mark.parametrize('dev', DEVICES)
-def test_layer_build_matches_masked_linear(dev):
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_layer_build_matches_masked_linear(dev, dtype):
+    "16-bit weights too: W is built in float32 from the bf16 base and rounded as it is stored, G read as bf16 by the products."
     layer = _Layer().to(dev)
+    for p in layer.p:   # the base weights and bias in `dtype`; ΔW, Δb and the gates stay float32
+        p.weight.data = p.weight.data.to(dtype)
+        if p.bias is not None: p.bias.data = p.bias.data.to(dtype)
     for gt in layer.gs: gt.to(dev)
-    x, gy = torch.randn(3, 5, 10, device=dev), torch.randn(3, 5, 15, device=dev)
+    x, gy = torch.randn(3, 5, 10, device=dev).to(dtype), torch.randn(3, 5, 15, device=dev).to(dtype)
     ref = _layer_grads(layer, x, gy)   # no LayerBuild: each projection runs MaskedLinearFn
     layer.zero_grad(set_to_none=True)
     for gt in layer.gs: gt.logits.grad = None
@@ -131,7 +136,7 @@ def test_masked_weights_gradcheck_float64():
     ws, ds = [r(3, 5), r(3, 5), r(4, 6)], [r(3, 5), r(3, 5), r(4, 6)]
     ms = [(torch.rand(n, generator=g) < 0.7).double() for n in (3, 5, 4)]
     ins = [t.requires_grad_() for t in ds] + [m.requires_grad_() for m in ms]
-    f = lambda *a: MaskedWeightsFn.apply(spec, False, *ws, *a)
+    f = lambda *a: MaskedWeightsFn.apply(spec, False, None, *ws, *a)
     assert torch.autograd.gradcheck(f, ins)   # one output's gradient at a time
     assert torch.autograd.gradcheck(lambda *a: torch.cat([W.flatten() for W in f(*a)]), ins)   # all at once: a gate's gradient summed over projections
 
