@@ -228,6 +228,16 @@ def peak_memory(shape='tiny', layers=None, batch:int=8, seq:int=256, dtype='floa
     return out
 
 # %% ../nbs/11_bench.ipynb #bcd03f8b
+def _memory_rows(res:dict, theta:bool, log, *probe) -> dict:
+    "Add the peak-memory ratios to `res` (`peak_memory(*probe)`: a subprocess per mode); a probe that fails (out of memory, say) costs these rows, not the timings."
+    try: mem = peak_memory(*probe, modes=('lcdd', 'sft') + (('lcdd_theta',) if theta else ()))
+    except RuntimeError as e:
+        res['memory_error'] = str(e)[-1500:]; log(f"peak memory not measured: {str(e).splitlines()[0]}")
+        return res
+    res.update(lcdd_over_sft_peak_mem=mem['lcdd']['peak']/mem['sft']['peak'], memory=mem)
+    if theta: res['lcdd_theta_over_sft_peak_mem'] = mem['lcdd_theta']['peak']/mem['sft']['peak']
+    return res
+
 def bench(shape:str='tiny', layers:int|None=None, batch:int=8, seq:int=256, reps:int=5, device:str='cpu', dtype:str='float32',
           memory:bool=True, gen_tokens:int=32, progress:bool=True,
           mixed_precision:str='no') -> dict: # 'bf16'/'fp16': autocast the training steps (weights stay in `dtype`)
@@ -284,12 +294,7 @@ def bench(shape:str='tiny', layers:int|None=None, batch:int=8, seq:int=256, reps
     if torch.device(device).type == 'cuda': torch.cuda.empty_cache()   # the memory probes are other processes: hand the GPU back
     if memory:
         log("peak memory (a subprocess per mode)")
-        try: mem = peak_memory(shape, layers, batch, seq, dtype, device, mixed_precision, modes=('lcdd', 'sft') + (('lcdd_theta',) if theta else ()))
-        except RuntimeError as e:   # a probe that fails (out of memory, say) loses the memory rows, not the timings above
-            res['memory_error'] = str(e)[-1500:]; log(f"peak memory not measured: {str(e).splitlines()[0]}")
-        else:
-            res.update(lcdd_over_sft_peak_mem=mem['lcdd']['peak']/mem['sft']['peak'], memory=mem)
-            if theta: res['lcdd_theta_over_sft_peak_mem'] = mem['lcdd_theta']['peak']/mem['sft']['peak']
+        _memory_rows(res, theta, log, shape, layers, batch, seq, dtype, device, mixed_precision)
     res['bench_seconds'] = time.time() - t_all
     return res
 

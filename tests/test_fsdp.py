@@ -19,8 +19,8 @@ SCRIPT = textwrap.dedent('''
     from sft_reverse.sft import sft
     from sft_reverse.delta import LayerBuild
     built, _build = [0], LayerBuild._build
-    def _counted(self):
-        got = _build(self); built[0] += len(got); return got
+    def _counted(self, *a):
+        got = _build(self, *a); built[0] += len(got); return got
     LayerBuild._build = _counted
     out, bs, die = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     torch.set_num_threads(1)

@@ -44,8 +44,8 @@ def test_layer_build_off_runs_the_same_lcdd(tmp_path, monkeypatch):
     from sft_reverse.delta import LayerBuild
     built = []
     orig = LayerBuild._build
-    def counted(self):
-        got = orig(self); built.append(len(got)); return got   # projections built together (none while the carrier is frozen)
+    def counted(self, *a):
+        got = orig(self, *a); built.append(len(got)); return got   # projections built together (none while the carrier is frozen)
     monkeypatch.setattr(LayerBuild, '_build', counted)
     cfgs = {k: RunConfig(**dict(SMALL, lcdd=dict(SMALL['lcdd'], **({} if k == 'on' else dict(layer_build=False))), out_dir=str(tmp_path/k)))
             for k in ('on', 'off')}
