@@ -11,7 +11,7 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 import torch.nn.functional as F
-from .gates import Gate
+from .gates import Gate, bracket, unbracket
 
 # %% ../nbs/01_delta.ipynb #a139fa24
 def _masked_weight(w, d, m_col, m_row):
@@ -382,16 +382,12 @@ class LayerBuild:
 
     def attach(self, module):
         "Bracket every forward pass of `module` (the decoder layer) and register with each projection; returns self."
-        module.register_forward_pre_hook(self.start)
-        module.register_forward_hook(self.stop, always_call=True)
         for p in self.mods: p.__dict__['_build'] = self
-        return self
+        return bracket(module, self)
 
     def detach(self, module):
         "Remove this build's hooks from `module` and its projections; returns self."
-        for hooks in (module._forward_pre_hooks, module._forward_hooks):
-            for k in [k for k, h in hooks.items() if getattr(h, '__self__', None) is self]:
-                del hooks[k]; module._forward_hooks_always_called.pop(k, None)
+        unbracket(module, self)
         for p in self.mods:
             if p.__dict__.get('_build') is self: del p.__dict__['_build']
         return self
