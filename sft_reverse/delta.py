@@ -244,7 +244,7 @@ def forward(self:DeltaLinear, x):
         got = b.weight(self, dt)
     else: got = None
     if got is not None:   # training: the layer built this projection's masked weight with the others', in the matmul's dtype
-        self.__dict__['_frozen_cache'] = None
+        self.clear_cache()
         W, mc = got
         if x.dtype != dt: x = x.to(dt)
         if W.dtype != dt: W = W.to(dt)
