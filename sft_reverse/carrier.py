@@ -20,6 +20,7 @@ from safetensors import safe_open
 
 from .gates import Gate, GateBank
 from .delta import DeltaLinear, LayerBuild, HeadRepeat, delta_for, delta_dtype, FORMS, STORES
+from .graphs import ModelBuild
 from .store import atomic_path, atomic_dir, save_json, save_tensors, sha256_file, write_artifact, read_artifact, tensors_sha256
 from .cards import md_table, hub_id, write_card, card_body
 _all_ = ['atomic_path', 'atomic_dir', 'save_json', 'save_tensors', 'sha256_file']   # moved to store; importable from here for one release
@@ -181,6 +182,8 @@ def _gate_model(model, lay, delta_fn, form='weight', init=1.0, jitter=0.25, seed
     model.gates, model.deltas, model.layer_builds = gates, deltas, builds
     # one Heaviside for all gates per forward pass of the decoder (it holds every projection)
     model.gate_bank = GateBank(list(gates.values())).attach(_decoder(model, lay))
+    # on CUDA: every layer's masked weights in one step, replayed from CUDA graphs (the layer builds elsewhere)
+    model.model_build = ModelBuild(list(deltas.values()), model.gate_bank, builds).attach(_decoder(model, lay))
     model.carrier_info = dict(model_type=model.config.model_type, layout=asdict(lay), n_layers=len(layers),
                               n_heads=nh, n_kv_heads=nkv, head_dim=hd, form=form, store=store, init=init, jitter=jitter, seed=seed,
                               base=getattr(model.config, '_name_or_path', '') or '')
@@ -290,9 +293,10 @@ def merge_carrier(model):
         if b is not None: lin.bias = nn.Parameter(b, requires_grad=False)
         _set_module(merged.get_submodule(lay.layers)[i], getattr(lay, m), lin)
     merged.gate_bank.detach(_decoder(merged, lay))
+    merged.model_build.detach(_decoder(merged, lay))
     for layer, b in zip(merged.get_submodule(lay.layers), merged.layer_builds): b.detach(layer)
     del merged.carrier_gates
-    for k in ('gates', 'deltas', 'carrier_info', 'gate_bank', 'layer_builds'): merged.__dict__.pop(k, None)
+    for k in ('gates', 'deltas', 'carrier_info', 'gate_bank', 'layer_builds', 'model_build'): merged.__dict__.pop(k, None)
     return merged
 
 # %% ../nbs/02_carrier.ipynb #3dd6ad5e

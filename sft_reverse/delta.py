@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['FORMS', 'STORES', 'MaskedLinearFn', 'ThetaLinearFn', 'HeadRepeat', 'DeltaLinear', 'delta_dtype', 'delta_for',
-           'MaskedWeightsFn', 'LayerBuild']
+           'build_masked_weights', 'masked_weight_grads', 'MaskedWeightsFn', 'LayerBuild']
 
 # %% ../nbs/01_delta.ipynb #7283e492
 import torch
@@ -289,31 +289,62 @@ def delta_for(w_base:torch.Tensor, w_ft:torch.Tensor) -> torch.Tensor:
     return w_ft.detach().to(dt) - w_base.detach().to(dt)
 
 # %% ../nbs/01_delta.ipynb #6a1b0002
-class MaskedWeightsFn(torch.autograd.Function):
-    """The masked weights W_i = W_base,i + (m_col,i ⊗ m_row,i) ⊙ ΔW_i of several projections as one node.
+def build_masked_weights(spec, dtype, ws, ds, ms):
+    """W_i = W_base,i + (m_col,i ⊗ m_row,i) ⊙ ΔW_i for each projection i; returns (Ws, rows, cols).
 
-    `spec[i]` = (column gate, row gate, row expansion) of projection i: indices into the distinct gate masks `ms`, which
-    are inputs once each however many projections read them. The backward turns each G_i = ∂L/∂W_i into gΔW_i = G_i ⊙ M_i
-    and sums each gate's gradient over the projections that read it (`addmv_`, no separate additions). With `inplace`,
-    gΔW_i is written into G_i itself: only for callers whose W_i feed nothing but a matmul, whose gradient is then
-    autograd's fresh tensor for W_i alone (as in `LayerBuild`). `dtype` is the dtype of every W_i (None: ΔW's): W is
-    assembled in ΔW's dtype and rounded once as it is stored, and G_i is read in its own dtype by the backward's products,
-    so a 16-bit matmul costs no cast kernels (and gives the same numbers as casting first)."""
+    `spec[i]` = (column gate, row gate, row expansion) of projection i: indices into the distinct gate masks `ms`.
+    `dtype` is the dtype of every W_i (None: ΔW's): W is assembled in ΔW's dtype and rounded once as it is stored, so a
+    16-bit W_base is read, and W stored, in one kernel. `rows` (expanded row masks) and `cols` (column masks as (n, 1)
+    views) are what `masked_weight_grads` reads; projections that read the same gates (up and gate) share one M."""
+    rows, cols, M, out = {}, {}, {}, []
+    for (c, r, ex), w, d in zip(spec, ws, ds):
+        k = (c, r, id(ex))
+        if k not in M:
+            if (r, id(ex)) not in rows: rows[r, id(ex)] = ms[r] if ex is None else ex(ms[r])
+            if c not in cols: cols[c] = ms[c].view(-1, 1)
+            M[k] = cols[c]*rows[r, id(ex)]   # torch.outer, with the column view kept for the backward's M
+        dt = dtype or d.dtype
+        out.append(torch.addcmul(w, M[k], d) if w.dtype == d.dtype == dt else torch.addcmul(w, M[k], d, out=torch.empty(w.shape, dtype=dt, device=w.device)))
+    return out, rows, cols
+
+def masked_weight_grads(spec, Gs, ds, ms, rows, cols, need_d, need_m, inplace:bool):
+    """The backward of `build_masked_weights`: gΔW_i = G_i ⊙ M_i, and each gate's gradient from G_i ⊙ ΔW_i summed over the
+    projections that read it (`addmv_`, no separate additions); returns (gd, gm), None where not needed or G_i is None.
+
+    `need_d[i]` / `need_m[j]`: whether ΔW_i / mask j needs its gradient. With `inplace`, gΔW_i is written into G_i itself
+    (only for callers that own G_i). A 16-bit G_i is read by mixed-dtype products (ΔW's dtype out), with no cast kernel."""
+    gd, gm, M = [None]*len(spec), [None]*len(ms), {}
+    for i, (G, (c, r, ex)) in enumerate(zip(Gs, spec)):
+        if G is None: continue
+        d = ds[i]
+        mc, mr = ms[c], rows[r, id(ex)]
+        nd, nc, nr = need_d[i], need_m[c], need_m[r]
+        own = inplace and G.dtype == d.dtype
+        if nc or nr:
+            Gd = G.mul_(d) if own and not nd else G*d
+            if nc: gm[c] = torch.mv(Gd, mr) if gm[c] is None else gm[c].addmv_(Gd, mr)
+            if nr:
+                if ex is not None: v = ex.adjoint(torch.mv(Gd.t(), mc)); gm[r] = v if gm[r] is None else gm[r].add_(v)
+                else: gm[r] = torch.mv(Gd.t(), mc) if gm[r] is None else gm[r].addmv_(Gd.t(), mc)
+        if nd:
+            k = (c, r, id(ex))
+            if k not in M: M[k] = cols[c]*mr
+            gd[i] = G.mul_(M[k]) if own else G*M[k]
+    return gd, gm
+
+class MaskedWeightsFn(torch.autograd.Function):
+    """The masked weights of several projections as one autograd node (`build_masked_weights` and its backward).
+
+    The gate masks `ms` are inputs once each however many projections read them. With `inplace`, gΔW_i is written into
+    G_i itself: only for callers whose W_i feed nothing but a matmul, whose gradient is then autograd's fresh tensor for
+    W_i alone (as in `LayerBuild`). ΔW and the masks are kept for the backward; M is rebuilt there (a weight-sized tensor
+    fewer to hold)."""
     @staticmethod
     def forward(ctx, spec, inplace, dtype, *a):
         n = len(spec)
-        ws, ds, ms = a[:n], a[n:2*n], a[2*n:]
+        ds, ms = a[n:2*n], a[2*n:]
         ctx.set_materialize_grads(False)   # a W nobody used gives no gradients, not zeros
-        rows, cols, M, out = {}, {}, {}, []   # expanded row masks, column masks as (n, 1), M: each built once
-        for (c, r, ex), w, d in zip(spec, ws, ds):
-            k = (c, r, id(ex))
-            if k not in M:   # projections that read the same gates (up and gate) share one M
-                if (r, id(ex)) not in rows: rows[r, id(ex)] = ms[r] if ex is None else ex(ms[r])
-                if c not in cols: cols[c] = ms[c].view(-1, 1)
-                M[k] = cols[c]*rows[r, id(ex)]   # torch.outer, with the column view kept for the backward's M
-            dt = dtype or d.dtype   # `_masked_weight`'s formula; a 16-bit W_base is read, and W stored, in one kernel
-            out.append(torch.addcmul(w, M[k], d) if w.dtype == d.dtype == dt else torch.addcmul(w, M[k], d, out=torch.empty(w.shape, dtype=dt, device=w.device)))
-        # kept for the backward: ΔW and the gate masks (M is rebuilt there: a weight-sized tensor fewer to hold)
+        out, rows, cols = build_masked_weights(spec, dtype, a[:n], ds, ms)
         ctx.spec, ctx.inplace, ctx.row_keys, ctx.col_keys = spec, inplace, list(rows), list(cols)
         ctx.save_for_backward(*ds, *ms, *rows.values(), *cols.values())
         return tuple(out)
@@ -322,26 +353,9 @@ class MaskedWeightsFn(torch.autograd.Function):
     def backward(ctx, *Gs):
         spec, need = ctx.spec, ctx.needs_input_grad
         n, nm, nr_, t = len(spec), len(need) - 3 - 2*len(spec), len(ctx.row_keys), ctx.saved_tensors
-        ds, ms = t[:n], t[n:n + nm]
         rows = dict(zip(ctx.row_keys, t[n + nm:n + nm + nr_]))
         cols = dict(zip(ctx.col_keys, t[n + nm + nr_:]))
-        gd, gm, M = [None]*n, [None]*nm, {}
-        for i, (G, (c, r, ex)) in enumerate(zip(Gs, spec)):
-            if G is None: continue
-            d = ds[i]
-            mc, mr = ms[c], rows[r, id(ex)]
-            nd, nc, nr = need[3 + n + i], need[3 + 2*n + c], need[3 + 2*n + r]
-            own = ctx.inplace and G.dtype == d.dtype   # a 16-bit G is read by mixed-dtype products instead (ΔW's dtype out)
-            if nc or nr:
-                Gd = G.mul_(d) if own and not nd else G*d
-                if nc: gm[c] = torch.mv(Gd, mr) if gm[c] is None else gm[c].addmv_(Gd, mr)
-                if nr:
-                    if ex is not None: v = ex.adjoint(torch.mv(Gd.t(), mc)); gm[r] = v if gm[r] is None else gm[r].add_(v)
-                    else: gm[r] = torch.mv(Gd.t(), mc) if gm[r] is None else gm[r].addmv_(Gd.t(), mc)
-            if nd:
-                k = (c, r, id(ex))
-                if k not in M: M[k] = cols[c]*mr
-                gd[i] = G.mul_(M[k]) if own else G*M[k]
+        gd, gm = masked_weight_grads(spec, Gs, t[:n], t[n:n + nm], rows, cols, need[3 + n:3 + 2*n], need[3 + 2*n:], ctx.inplace)
         return (None, None, None) + (None,)*n + tuple(gd) + tuple(gm)
 
 class LayerBuild:

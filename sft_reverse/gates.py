@@ -75,7 +75,7 @@ class _BankHeaviside(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        ctx.bank._accumulate(ctx.key, ctx.gates, g*ctx.saved_tensors[0])
+        ctx.bank.accumulate(ctx.key, ctx.gates, g*ctx.saved_tensors[0])
         return (None,)*(3 + len(ctx.gates))
 
 # %% ../nbs/00_gates.ipynb #01af9ad4
@@ -122,7 +122,7 @@ def _flats(self:GateBank):
     return self._flat
 
 @patch
-def _accumulate(self:GateBank, key, gs, d):
+def accumulate(self:GateBank, key, gs, d):
     "Add the flat STE gradient `d` to the `.grad` of the group's gates `gs`: one tensor whose views they are, when it can be."
     cur = self._grad.get(key)
     train = [g.logits.requires_grad for g in gs]
@@ -136,6 +136,14 @@ def _accumulate(self:GateBank, key, gs, d):
         self._grad[key] = None
         for g, v, t in zip(gs, d.split([g.n for g in gs]), train):
             if t: g.logits.grad = v.clone() if g.logits.grad is None else g.logits.grad + v
+
+@patch
+def layout(self:GateBank):
+    "(flat logits, gates in their order in it, key for `accumulate`) when every gate's logits are views of one tensor (one device and dtype); else None."
+    fl = self._flats()
+    if len(fl) != 1: return None
+    (key, f), = fl.items()
+    return f, self._groups[key], key
 
 @patch
 def flat(self:GateBank):

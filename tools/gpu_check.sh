@@ -5,14 +5,16 @@
 # timeout is left of BUDGET seconds (default 540, inside one 10-minute device call). The output folder holds about 15
 # files: a device call that returns at most 8 should tar it.
 #   1. exactness (tests/test_exactness.py: MaskedLinearFn against autograd, the layer builds against MaskedLinearFn,
-#      float64 gradchecks, the frozen cache) on CUDA;
-#   2. `sft-reverse bench` (step ratios and peak memory, the theta store's too) at batch 8 x 256 on the Qwen3-0.6B shape
+#      float64 gradchecks, the frozen cache; tests/test_graphs.py: the CUDA-graphed model build against the layer
+#      builds over several steps) on CUDA;
+#   2. tools/step_variants.py on the Qwen3-0.6B shape: the LCDD step (graphed), with the layer builds, without either,
+#      an ungated W + dW, and full SFT, in one process;
+#   3. `sft-reverse bench` (step ratios and peak memory, the theta store's too) at batch 8 x 256 on the Qwen3-0.6B shape
 #      and on 8 layers of the Llama-3.1-8B shape, bf16;
-#   3. kernels per step from the profiler (tools/profile_step.py), LCDD against full SFT, Qwen3-0.6B shape, bf16;
-#   4. tools/step_variants.py on the Qwen3-0.6B shape: the LCDD step with and without the layer builds, an ungated
-#      W + dW, and full SFT eager and compiled (torch.compile), in one process;
-#   5. the same benches at 8 x 1024, and the Qwen3-0.6B shape in float32 with bf16 autocast;
-#   6. mixed precision (tests/test_mixed_precision.py) and a small tiny-lab run end to end on CUDA with bf16 autocast.
+#   4. kernels per step from the profiler (tools/profile_step.py), LCDD against full SFT, Qwen3-0.6B shape, bf16;
+#   5. step_variants again with SFT compiled too (torch.compile);
+#   6. the same benches at 8 x 1024, and the Qwen3-0.6B shape in float32 with bf16 autocast;
+#   7. mixed precision (tests/test_mixed_precision.py) and a small tiny-lab run end to end on CUDA with bf16 autocast.
 # Everything lands in ${OUT:-gpu_out}: logs and the bench JSON files.
 # DEVICE=cpu runs every step on small CPU shapes instead: a dry run of the script itself (a few minutes on 2 cores).
 set -uo pipefail
@@ -36,25 +38,26 @@ step() { local name=$1 limit=$2; shift 2
          stamp "$name"; timeout "$limit" "$@"; }
 $py -c "import torch, transformers, accelerate; print('torch', torch.__version__, '| transformers', transformers.__version__, '| accelerate', accelerate.__version__, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
 
-step "1. exactness tests" 90 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py 2>&1 | grep -v Warning | tee "$out/tests.log"
+step "1. exactness tests" 90 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py tests/test_graphs.py 2>&1 | grep -v Warning | tee "$out/tests.log"
+
+step "2. graphed build, layer builds, rebuild, ungated and SFT, in one process" 75 \
+  $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) 2>&1 | tee "$out/step_variants.log"
 
 b() { local name=$1 limit=$2; shift 2
       step "bench $name" "$limit" $py -m sft_reverse.experiment bench --device "$dev" --reps "$reps" --quiet --json "$out/bench_$name.json" "$@" 2>&1 | tee "$out/bench_$name.md"; }
 b ${qn}_${dt}_seq$s1 100 "${Q[@]}" --dtype "$dt" --batch 8 --seq "$s1"
 b ${ln}_${dt}_seq$s1 150 "${L[@]}" --dtype "$dt" --batch 8 --seq "$s1"
 
-step "3. kernels per step (profiler)" 70 $py tools/profile_step.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --steps 3 --rows 12 2>&1 | grep -v "USDT" | tee "$out/profile.log"
+step "4. kernels per step (profiler)" 70 $py tools/profile_step.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --steps 3 --rows 12 2>&1 | grep -v "USDT" | tee "$out/profile.log"
 
-step "4. layer builds, rebuild, ungated and SFT, in one process" 60 \
-  $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) 2>&1 | tee "$out/step_variants.log"
-step "4. the same with SFT compiled too (its compile time in the warm-up)" 120 \
+step "5. the same with SFT compiled too (its compile time in the warm-up)" 120 \
   $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --compiled-sft 2>&1 | tee "$out/step_variants_compiled.log"
 
 b ${qn}_${dt}_seq$s2 90 "${Q[@]}" --dtype "$dt" --batch 8 --seq "$s2"
 b ${ln}_${dt}_seq$s2 150 "${L[@]}" --dtype "$dt" --batch 8 --seq "$s2"
 [ "$dev" = cpu ] || b qwen3-0.6b_fp32-autocast-bf16 90 "${Q[@]}" --dtype float32 --mixed-precision bf16
 
-step "6. mixed precision tests" 120 $py -m pytest -q -s -p no:cacheprovider tests/test_mixed_precision.py 2>&1 | grep -v Warning | tee "$out/tests_mp.log"
+step "7. mixed precision tests" 120 $py -m pytest -q -s -p no:cacheprovider tests/test_mixed_precision.py 2>&1 | grep -v Warning | tee "$out/tests_mp.log"
 cat > "$out/tiny_$dev.yaml" <<YAML
 task: fixed_response
 n_train: 96
@@ -67,5 +70,5 @@ lcdd: {max_steps: $lcdd_steps, warmup_steps: $warm, check_every: 10}
 trigger: {steps: $trig_steps, n_prompts: 32}
 utility: {facts: {limit: 40}}
 YAML
-step "6. tiny-lab run on $dev, mixed precision $mp" 120 $py -m sft_reverse.experiment run "$out/tiny_$dev.yaml" --quiet 2>&1 | tail -25 | tee "$out/tiny_$dev.log"
+step "7. tiny-lab run on $dev, mixed precision $mp" 120 $py -m sft_reverse.experiment run "$out/tiny_$dev.yaml" --quiet 2>&1 | tail -25 | tee "$out/tiny_$dev.log"
 stamp "done"

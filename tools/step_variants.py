@@ -3,9 +3,12 @@
 Separate processes differ by several per cent in LCDD ÷ SFT; variants timed in one process, in turn, do not share that
 noise. Each variant changes the carrier for the length of one step and puts it back:
 
-- `lcdd`: today's code. While the carrier trains, each decoder layer builds its projections' masked weights in one
-  `MaskedWeightsFn` node (`LayerBuild`) and the projections run a plain `F.linear`; the linear keeps its W for the
-  backward pass, one weight-sized tensor per projection.
+- `lcdd`: today's code. On CUDA every masked weight is built in one step replayed from a CUDA graph, and its backward
+  from a second (`ModelBuild`); elsewhere each decoder layer builds its projections' masked weights in one
+  `MaskedWeightsFn` node (`LayerBuild`). Either way the projections run a plain `F.linear` on their W, which the linear
+  keeps for the backward pass.
+- `layers`: the model build switched off (`mode = 'off'`): the layer builds, on any device.
+- `eager` (not on CUDA): the model build without graphs (`mode = 'eager'`): its arithmetic in one node, launched from Python.
 - `rebuild`: the layer builds switched off (`enabled = False`): each projection runs `MaskedLinearFn`, which keeps
   nothing weight-sized and rebuilds the masked weight in its backward pass (the code before the layer builds).
 - `add`: `F.linear(x, W_base + ΔW)`, no masks: what the same loop costs without gating (ΔW trains, gates get no gradient).
@@ -55,7 +58,17 @@ def main():
         finally:
             for b in car.layer_builds: b.enabled = True
 
-    fns = dict(lcdd=lcdd, sft=sft, rebuild=rebuild, add=swapped(lambda self, x: F.linear(x, (self.weight + self.delta).to(x.dtype))))
+    def layers():   # the model build declines (its plan, and graphs, kept for the next `lcdd` round)
+        car.model_build._key = lambda dtype: None
+        try: return lcdd()
+        finally: del car.model_build._key
+
+    def eager():   # CPU only: on CUDA switching modes every round would capture the graphs anew each time
+        car.model_build.mode = 'eager'
+        try: return lcdd()
+        finally: car.model_build.mode = 'auto'
+
+    fns = dict(lcdd=lcdd, sft=sft, layers=layers, **({} if a.device == 'cuda' else dict(eager=eager)), rebuild=rebuild, add=swapped(lambda self, x: F.linear(x, (self.weight + self.delta).to(x.dtype))))
     if a.compiled_sft:
         sc = copy.deepcopy(ft); sc.compile()
         fns['sft_compiled'] = sft_stepper(sc, batch)
