@@ -27,6 +27,9 @@ from .learner import autocast, grad_scaler, check_mixed_precision, adamw, Learne
 SHAPES = {
     'qwen3-512x8': dict(family='qwen3', hidden_size=512, num_hidden_layers=8, intermediate_size=1536, num_attention_heads=8,
                         num_key_value_heads=4, head_dim=64, vocab_size=8192),
+    # Qwen3-0.6B's depth (28 layers, 196 projections) at tiny widths: on a CPU its steps cost what the host spends, as on a GPU at 8 × 256
+    'qwen3-28x64': dict(family='qwen3', hidden_size=64, num_hidden_layers=28, intermediate_size=192, num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=16, vocab_size=512),
     'Qwen/Qwen3-0.6B': dict(family='qwen3', hidden_size=1024, num_hidden_layers=28, intermediate_size=3072, num_attention_heads=16,
                             num_key_value_heads=8, head_dim=128, vocab_size=151936),
     'meta-llama/Llama-3.1-8B': dict(family='llama', hidden_size=4096, num_hidden_layers=32, intermediate_size=14336, num_attention_heads=32,

@@ -7,8 +7,8 @@
 #   1. exactness (tests/test_exactness.py: MaskedLinearFn against autograd, the layer builds against MaskedLinearFn,
 #      float64 gradchecks, the frozen cache; tests/test_graphs.py: the CUDA-graphed model build against the layer
 #      builds over several steps) on CUDA;
-#   2. tools/step_variants.py on the Qwen3-0.6B shape: the LCDD step (graphed), with the layer builds, without either,
-#      an ungated W + dW, and full SFT, in one process;
+#   2. tools/step_variants.py on the Qwen3-0.6B shape and on 8 layers of the 8B shape: the LCDD step (graphed), graphed
+#      with fused kernels (--fused), with the layer builds, without either, an ungated W + dW, and full SFT, in one process;
 #   3. `sft-reverse bench` (step ratios and peak memory, the theta store's too) at batch 8 x 256 on the Qwen3-0.6B shape
 #      and on 8 layers of the Llama-3.1-8B shape, bf16;
 #   4. kernels per step from the profiler (tools/profile_step.py), LCDD against full SFT, Qwen3-0.6B shape, bf16;
@@ -40,8 +40,10 @@ $py -c "import torch, transformers, accelerate; print('torch', torch.__version__
 
 step "1. exactness tests" 90 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py tests/test_graphs.py 2>&1 | grep -v Warning | tee "$out/tests.log"
 
-step "2. graphed build, layer builds, rebuild, ungated and SFT, in one process" 75 \
-  $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) 2>&1 | tee "$out/step_variants.log"
+step "2. graphed build, fused graphed build, layer builds, rebuild, ungated and SFT, in one process" 150 \
+  $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused 2>&1 | tee "$out/step_variants.log"
+step "2. the same on 8 layers of the 8B shape (bound by the device: the fused option's case)" 150 \
+  $py tools/step_variants.py "${L[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused 2>&1 | tee "$out/step_variants_8b.log"
 
 b() { local name=$1 limit=$2; shift 2
       step "bench $name" "$limit" $py -m sft_reverse.experiment bench --device "$dev" --reps "$reps" --quiet --json "$out/bench_$name.json" "$@" 2>&1 | tee "$out/bench_$name.md"; }

@@ -12,10 +12,12 @@ noise. Each variant changes the carrier for the length of one step and puts it b
 - `rebuild`: the layer builds switched off (`enabled = False`): each projection runs `MaskedLinearFn`, which keeps
   nothing weight-sized and rebuilds the masked weight in its backward pass (the code before the layer builds).
 - `add`: `F.linear(x, W_base + ΔW)`, no masks: what the same loop costs without gating (ΔW trains, gates get no gradient).
+- `fused` (with `--fused`): a copy of the carrier whose model build compiles its build and backward into fused kernels
+  (`model_build.fuse = True`) before capturing them; a copy, so that neither plan is captured anew each round.
 - `sft_compiled` (with `--compiled-sft`): the full-SFT step on a copy of the model whose forward is `torch.compile`d, the
   faster yardstick to report beside the eager one (its compile time falls in the warm-up rounds).
 
-    python tools/step_variants.py [--batch 8] [--seq 256] [--reps 30] [--shape tiny] [--layers N] [--device cpu] [--dtype float32] [--compiled-sft]
+    python tools/step_variants.py [--batch 8] [--seq 256] [--reps 30] [--shape tiny] [--layers N] [--device cpu] [--dtype float32] [--compiled-sft] [--fused]
 
 Prints the median seconds of each step and each variant's ratio to the full-SFT step. A measurement tool, not a test.
 """
@@ -34,7 +36,7 @@ def main():
     p.add_argument('--shape', default='tiny'); p.add_argument('--layers', type=int, default=None); p.add_argument('--batch', type=int, default=8)
     p.add_argument('--seq', type=int, default=256); p.add_argument('--reps', type=int, default=30)
     p.add_argument('--device', default='cpu'); p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
-    p.add_argument('--compiled-sft', action='store_true')
+    p.add_argument('--compiled-sft', action='store_true'); p.add_argument('--fused', action='store_true')
     a = p.parse_args()
     if a.device == 'cpu': set_threads()
     base = shape_model(a.shape, a.layers, dtype=getattr(torch, a.dtype), device=a.device); ft = perturbed(base, scale=0.01, seed=1)
@@ -69,6 +71,10 @@ def main():
         finally: car.model_build.mode = 'auto'
 
     fns = dict(lcdd=lcdd, sft=sft, layers=layers, **({} if a.device == 'cuda' else dict(eager=eager)), rebuild=rebuild, add=swapped(lambda self, x: F.linear(x, (self.weight + self.delta).to(x.dtype))))
+    if a.fused:
+        cf = copy.deepcopy(car); cf.model_build.fuse = True
+        if a.device != 'cuda': cf.model_build.mode = 'eager'   # the fused arithmetic without graphs
+        fns['fused'] = lcdd_stepper(cf, batch)
     if a.compiled_sft:
         sc = copy.deepcopy(ft); sc.compile()
         fns['sft_compiled'] = sft_stepper(sc, batch)
