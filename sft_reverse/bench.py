@@ -75,7 +75,9 @@ def lcdd_stepper(carrier, batch, delta_lr:float=2e-5, gate_lr:float=0.1, mixed_p
     learn = lcdd_learner(carrier, LCDDController(), total=10**9, batches=None, gate_lr=gate_lr, delta_lr=delta_lr,
                          mixed_precision=mixed_precision, device=dev, check_every=10**9)
     carrier.train()
-    return lambda: lcdd_step(learn, batch)['loss']
+    step = lambda: lcdd_step(learn, batch)['loss']
+    step.learn = learn   # for variants (`tools/step_variants.py`: `learn.sync`)
+    return step
 
 def sft_stepper(model, batch, lr:float=2e-5, mixed_precision:str='no'):
     "A function that runs one step of SFT's learner (`sft_step`: AdamW on every gated matrix's weight, constant lr) on `batch`; returns the loss. The yardstick leaves out gradient clipping, which LCDD's step does not do either."
@@ -87,7 +89,9 @@ def sft_stepper(model, batch, lr:float=2e-5, mixed_precision:str='no'):
                     opt=adamw(params, lr=lr), params=params, world=1, backward=lambda loss: loss.backward(), grad_accum=1, lr=lr, warmup=0.0,
                     clip=lambda params, max_norm: None)
     model.train()
-    return lambda: sft_step(learn, [batch])['loss']
+    step = lambda: sft_step(learn, [batch])['loss']
+    step.learn = learn
+    return step
 
 # %% ../nbs/11_bench.ipynb #fb5863f6
 class _IdTok:

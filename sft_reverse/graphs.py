@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['BUILD_MODES', 'BuildPlan', 'fused_build', 'fused_grads', 'GraphedWeightsFn', 'ModelBuild']
 
-# %% ../nbs/01a_graphs.ipynb #69d5573b
+# %% ../nbs/01a_graphs.ipynb #f0a99570
 import warnings
 import torch
 from fastcore.basics import patch
@@ -15,7 +15,7 @@ from .delta import build_masked_weights, masked_weight_grads
 try: from torch.distributed.tensor import DTensor   # sharded parameters: never built here
 except ImportError: DTensor = ()
 
-# %% ../nbs/01a_graphs.ipynb #714246dc
+# %% ../nbs/01a_graphs.ipynb #c867cc8c
 BUILD_MODES = ('auto', 'graphs', 'eager', 'off')
 
 class BuildPlan:
@@ -61,7 +61,7 @@ class BuildPlan:
             if g is not None: gf[o:o + n].copy_(g)
         return gd, gf.mul_(sd)
 
-# %% ../nbs/01a_graphs.ipynb #a95aaf4a
+# %% ../nbs/01a_graphs.ipynb #7eec0c1d
 @patch
 def _capture(self:BuildPlan):
     "Capture `build` and `grads` as two CUDA graphs that read the carrier's tensors where they lie; outputs stay in the graphs' pool."
@@ -97,7 +97,23 @@ def backward(self:BuildPlan, Gs, state):
     # the gΔW are the graph's own tensors: autograd copies a gradient it cannot take over; the gate gradient is copied here
     return [g if u else None for g, u in zip(self.gd, used)], self.gf.clone()
 
-# %% ../nbs/01a_graphs.ipynb #95409d31
+@patch
+def unalias(self:BuildPlan):
+    "Copy out of the pool every `.grad` that is one of its tensors (an earlier micro-batch's gΔW), before a replay overwrites it."
+    if not self.graphed: return
+    for d, g in zip(self.ds, self.gd):
+        if g is not None and d.grad is g: d.grad = g.clone()
+
+@patch
+def give(self:BuildPlan, gd):
+    "Put each gΔW into its ΔW's `.grad` directly (the tensor itself where `.grad` is None, added where not); Nones for autograd."
+    for d, g in zip(self.ds, gd):
+        if g is None: continue
+        if d.grad is None: d.grad = g
+        else: d.grad.add_(g)
+    return [None]*len(gd)
+
+# %% ../nbs/01a_graphs.ipynb #fa728209
 def fused_build(spec, dtype, slices, f, ws, ds):
     "`BuildPlan.build`'s arithmetic as one pure function for a compiler to fuse: (every W, σ'(θ)); W is exact as in `build_masked_weights` (M is binary)."
     dt = ds[0].dtype
@@ -134,7 +150,7 @@ def fused_grads(spec, slices, need_d, need_m, f, sd, ds, Gs):
         if g is not None: gf[o:o + n] = g
     return gd, gf*sd
 
-# %% ../nbs/01a_graphs.ipynb #61ac66dc
+# %% ../nbs/01a_graphs.ipynb #1cb373c5
 @patch
 def _compile(self:BuildPlan):
     "Compile `fused_build` and `fused_grads` for this plan (static shapes: the weights never change shape)."
@@ -142,13 +158,13 @@ def _compile(self:BuildPlan):
     self._fused_build = torch.compile(lambda f, ws, ds: fused_build(spec, dtype, slices, f, ws, ds), fullgraph=True, dynamic=False)
     self._fused_grads = torch.compile(lambda f, sd, ds, Gs: fused_grads(spec, slices, nd, nm, f, sd, ds, Gs), fullgraph=True, dynamic=False)
 
-# %% ../nbs/01a_graphs.ipynb #a9f0bb42
+# %% ../nbs/01a_graphs.ipynb #de0e13e2
 class GraphedWeightsFn(torch.autograd.Function):
     "Every masked weight of a `BuildPlan` as one autograd node; the gates' STE gradient goes to their bank, as its Heaviside's would."
     @staticmethod
-    def forward(ctx, plan, bank, *leaves):   # leaves: every ΔW, then every gate's logits (read through the plan)
+    def forward(ctx, plan, bank, alias, *leaves):   # leaves: every ΔW, then every gate's logits (read through the plan)
         Ws, ctx.state = plan.forward()
-        ctx.plan, ctx.bank = plan, bank
+        ctx.plan, ctx.bank, ctx.alias = plan, bank, alias
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*leaves)   # an in-place change to any of them before the backward is refused, as usual
         return tuple(Ws)
@@ -157,11 +173,14 @@ class GraphedWeightsFn(torch.autograd.Function):
     def backward(ctx, *Gs):
         ctx.saved_tensors
         plan = ctx.plan
+        if ctx.alias: plan.unalias()
         gd, gf = plan.backward(Gs, ctx.state)
         if any(plan.need_m): ctx.bank.accumulate(plan.key, plan.gates, gf)
-        return (None, None) + tuple(g if n else None for g, n in zip(gd, plan.need_d)) + (None,)*len(plan.gates)
+        gd = [g if n else None for g, n in zip(gd, plan.need_d)]
+        if ctx.alias: gd = plan.give(gd)
+        return (None, None, None) + tuple(gd) + (None,)*len(plan.gates)
 
-# %% ../nbs/01a_graphs.ipynb #c8ddb183
+# %% ../nbs/01a_graphs.ipynb #05264a8c
 class ModelBuild:
     """Every trainable projection's masked weight built in one step per forward pass of the carrier; on CUDA that step and
     its backward replay two CUDA graphs, so a training step launches two graphs where the layer builds launch hundreds of
@@ -170,10 +189,12 @@ class ModelBuild:
     `mode`: 'auto' (graphs on CUDA; elsewhere the layer builds run), 'graphs' (the same), 'eager' (one node without graphs,
     on any device: the graphed path's arithmetic, for tests), 'off'. `fuse`: compile the build and its backward
     (`torch.compile` of `fused_build` and `fused_grads`) into fused kernels first; off by default until measured on a
-    GPU. Where it cannot build (not every projection trains in the weight form with the delta store, a bias, a
+    GPU. `alias_grads`: each ΔW's `.grad` is the graphs' own gΔW, not autograd's copy of it (a weight-sized copy fewer
+    a step, in time and memory; a hook on ΔW's gradient is then not called, and a `.grad` kept past the next backward pass
+    is overwritten); off by default until measured on a GPU. Where it cannot build (not every projection trains in the weight form with the delta store, a bias, a
     gradient-checkpointed or sharded model, the layer builds switched off) each projection falls back to its `LayerBuild`."""
-    def __init__(self, mods:list, bank, layer_builds:list, mode:str='auto', fuse:bool=False):
-        self.mods, self.bank, self.layer_builds, self.fuse = list(mods), bank, list(layer_builds), fuse
+    def __init__(self, mods:list, bank, layer_builds:list, mode:str='auto', fuse:bool=False, alias_grads:bool=False):
+        self.mods, self.bank, self.layer_builds, self.fuse, self.alias_grads = list(mods), bank, list(layer_builds), fuse, alias_grads
         self.fallback = {id(p): lb for lb in self.layer_builds for p in lb.mods}
         self.mode, self.active, self._built, self.plan, self.module = mode, False, None, None, None
 
@@ -225,7 +246,7 @@ class ModelBuild:
 
     def __repr__(self): return f"ModelBuild({len(self.mods)} projections, mode={self._mode!r})"
 
-# %% ../nbs/01a_graphs.ipynb #91df4157
+# %% ../nbs/01a_graphs.ipynb #1dbe6b78
 @patch
 def _key(self:ModelBuild, dtype):
     "What the current plan must match to be replayed (where every tensor lies, what trains), or None where this build cannot build."
@@ -260,5 +281,5 @@ def _build(self:ModelBuild, dtype=None):
             return {}
         self.plan.cache_key = k
     plan = self.plan
-    Ws = GraphedWeightsFn.apply(plan, self.bank, *plan.leaves)
+    Ws = GraphedWeightsFn.apply(plan, self.bank, self.alias_grads, *plan.leaves)
     return {id(p): (W, None) for p, W in zip(plan.mods, Ws)}

@@ -187,10 +187,14 @@ def lcdd_step(r, # an LCDD `Learner` (`lcdd_learner`)
     r.checked = (r.i + 1) % r.check_every == 0 or r.i + 1 == r.total   # a sparsity check (and a chance to keep the best) this step
     with r.autocast(): loss = _task_loss(r.carrier, r.ft, batch, r.mode)
     if world > 1: loss = loss*token_share(batch['labels'], world)   # the global token mean, once gradients are averaged
+    def read():   # the step's one host sync (`r.sync`: after the backward pass, or before it); checked before the update
+        v = global_mean(loss.detach(), world) if world > 1 else loss.item()
+        check_finite(v, 'LCDD task loss', r.i + 1, r.out_dir, f"Lower delta_lr (now {r.delta_lr}) or check the data.")
+        return v
+    if r.sync == 'forward': loss_v = read()
     r.g_opt.zero_grad(set_to_none=True); r.d_opt.zero_grad(set_to_none=True)
     r.backward(r.scaler.scale(loss))
-    loss_v = global_mean(loss.detach(), world) if world > 1 else loss.item()   # the step's one host sync; checked before the update
-    check_finite(loss_v, 'LCDD task loss', r.i + 1, r.out_dir, f"Lower delta_lr (now {r.delta_lr}) or check the data.")
+    if r.sync != 'forward': loss_v = read()
     if world > 1: _average_grads([] if r.sharded else r.trainable[len(r.gates):], world, r.gates)   # FSDP averages ΔW's itself
     r.s_ema = lcdd_update(r.gates, r.trainable, r.g_opt, r.d_opt if r.names else None, r.scaler, lam, rho, r.penalty_norm, r.s_ema)
     if r.checked: r.sp = carrier_sparsity(r.carrier)

@@ -70,6 +70,12 @@ def sft(model, # a causal LM (Hugging Face PreTrainedModel); trained in place
                     mixed_precision, shard, cbs)
 
 # %% ../nbs/05_sft.ipynb #922ff48f
+def _read_loss(learn, loss, world):
+    "The micro-batch's loss: its one host sync (`learn.sync`: after the backward pass, or before it), checked before any update."
+    v = global_mean(loss.detach(), world) if world > 1 else loss.item()
+    check_finite(v, 'SFT loss', learn.i + 1, learn.out_dir, f"Lower lr (now {learn.lr}) or check the data.")
+    return v
+
 def sft_step(learn, # a `Learner` with the model, its AdamW `opt`, `params`, the schedule (`lr`, `warmup`) and `grad_accum`
              batches # the step's `grad_accum` micro-batches
             ) -> dict:
@@ -81,10 +87,9 @@ def sft_step(learn, # a `Learner` with the model, its AdamW `opt`, `params`, the
         with learn.autocast(): loss = learn.model(**batch).loss.float()
         if learn.grad_accum > 1: loss = loss / learn.grad_accum   # (x/1 is x: no kernel for it)
         if world > 1: loss = loss*token_share(batch['labels'], world)   # DDP averages gradients: make that the global token mean
+        if learn.sync == 'forward': tot += _read_loss(learn, loss, world)
         learn.backward(learn.scaler.scale(loss))
-        v = global_mean(loss.detach(), world) if world > 1 else loss.item()   # the micro-batch's one host sync; checked before any update
-        check_finite(v, 'SFT loss', learn.i + 1, learn.out_dir, f"Lower lr (now {learn.lr}) or check the data.")
-        tot += v
+        if learn.sync != 'forward': tot += _read_loss(learn, loss, world)
     learn.scaler.unscale_(opt)
     learn.clip(learn.params, 1.0)
     learn.scaler.step(opt); learn.scaler.update(); opt.zero_grad(set_to_none=True)   # with fp16, a step whose gradients overflowed is skipped

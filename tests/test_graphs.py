@@ -2,7 +2,7 @@
 arithmetic without graphs (mode 'eager'), on CUDA the captured graphs. Losses and every gradient must be equal bit for
 bit, with gradient accumulation over two micro-batches, with only the gates training, and under bf16 autocast. With the
 fused option (`fuse`, compiled by `torch.compile`) the masked weights and gΔW stay exact and the gate gradients agree
-within 1e-5."""
+within 1e-5. With `alias_grads` each ΔW's `.grad` is the graphs' own tensor, and the numbers are unchanged."""
 import pytest, torch, transformers
 from sft_reverse.carrier import make_carrier, perturbed
 
@@ -20,10 +20,10 @@ def _carrier(dtype, device):
     return c
 
 
-def _run(mode, dtype, device, steps=3, micro=1, gates_only=False, autocast=False, fuse=False):
+def _run(mode, dtype, device, steps=3, micro=1, gates_only=False, autocast=False, fuse=False, alias=False):
     "Losses and the last step's gradients of `steps` AdamW steps, each over `micro` micro-batches."
     c = _carrier(dtype, device)
-    c.model_build.mode, c.model_build.fuse = mode, fuse
+    c.model_build.mode, c.model_build.fuse, c.model_build.alias_grads = mode, fuse, alias
     if gates_only:
         for p in c.deltas.values(): p.delta.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in c.parameters() if p.requires_grad], lr=1e-2)
@@ -75,3 +75,29 @@ def test_fused_build_matches_layer_builds(device):
     la, _, _ = _run('off', torch.float32, device, steps=3, micro=2)
     lb, _, _ = _run(mode, torch.float32, device, steps=3, micro=2, fuse=True)
     torch.testing.assert_close(torch.tensor(lb), torch.tensor(la), rtol=1e-5, atol=0)
+
+
+def test_a_build_that_cannot_be_made_falls_back_to_the_layer_builds(monkeypatch):
+    "A capture that fails (here: made to fail) warns once, switches the model build off, and the step runs as the layer builds would."
+    from sft_reverse import graphs
+    la, ga, _ = _run('off', torch.float32, 'cpu', steps=1)
+    def fail(self, *a, **k): raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+    monkeypatch.setattr(graphs.BuildPlan, '__init__', fail)
+    with pytest.warns(UserWarning, match="could not be captured as a CUDA graph.*falling back to the layer builds"):
+        lb, gb, cb = _run('eager', torch.float32, 'cpu', steps=1)
+    assert cb.model_build.mode == 'off' and cb.model_build.plan is None
+    assert la == lb and all(torch.equal(ga[n], gb[n]) for n in ga)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('case', ['fp32', 'bf16', 'accum'])
+def test_aliased_grads_match_layer_builds(device, case):
+    mode = 'graphs' if device == 'cuda' else 'eager'
+    la, ga, _ = _run('off', device=device, **CASES[case])
+    lb, gb, cb = _run(mode, device=device, alias=True, **CASES[case])
+    assert la == lb and set(ga) == set(gb)
+    bad = [n for n in ga if not torch.equal(ga[n], gb[n])]
+    assert not bad, bad[:5]
+    if device == 'cuda' and case != 'accum':   # one micro-batch: each ΔW's `.grad` is the pool's own gΔW
+        plan = cb.model_build.plan
+        assert all(p.delta.grad is g for p, g in zip(plan.mods, plan.gd))

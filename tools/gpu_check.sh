@@ -7,12 +7,13 @@
 #   1. exactness (tests/test_exactness.py: MaskedLinearFn against autograd, the layer builds against MaskedLinearFn,
 #      float64 gradchecks, the frozen cache; tests/test_graphs.py: the CUDA-graphed model build against the layer
 #      builds over several steps) on CUDA;
-#   2. tools/step_variants.py on the Qwen3-0.6B shape and on 8 layers of the 8B shape: the LCDD step (graphed), graphed
-#      with fused kernels (--fused), with the layer builds, without either, an ungated W + dW, and full SFT, in one process;
+#   2. tools/step_variants.py on the Qwen3-0.6B shape and on 8 layers of the 8B shape, in one process each: the LCDD
+#      step (graphed), with each option (early sync, aliased gradients, fused kernels, all three), with the layer builds,
+#      without either, an ungated W + dW, and full SFT (eager, early sync, and on 0.6B compiled);
 #   3. `sft-reverse bench` (step ratios and peak memory, the theta store's too) at batch 8 x 256 on the Qwen3-0.6B shape
 #      and on 8 layers of the Llama-3.1-8B shape, bf16;
 #   4. kernels per step from the profiler (tools/profile_step.py), LCDD against full SFT, Qwen3-0.6B shape, bf16;
-#   5. step_variants again with SFT compiled too (torch.compile);
+#   5. step_variants again with SFT compiled (the run before step 2 timed it too);
 #   6. the same benches at 8 x 1024, and the Qwen3-0.6B shape in float32 with bf16 autocast;
 #   7. mixed precision (tests/test_mixed_precision.py) and a small tiny-lab run end to end on CUDA with bf16 autocast.
 # Everything lands in ${OUT:-gpu_out}: logs and the bench JSON files.
@@ -40,8 +41,8 @@ $py -c "import torch, transformers, accelerate; print('torch', torch.__version__
 
 step "1. exactness tests" 90 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py tests/test_graphs.py 2>&1 | grep -v Warning | tee "$out/tests.log"
 
-step "2. graphed build, fused graphed build, layer builds, rebuild, ungated and SFT, in one process" 150 \
-  $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused 2>&1 | tee "$out/step_variants.log"
+step "2. graphed build and its options, layer builds, rebuild, ungated, SFT eager and compiled, in one process" 200 \
+  $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused --compiled-sft 2>&1 | tee "$out/step_variants.log"
 step "2. the same on 8 layers of the 8B shape (bound by the device: the fused option's case)" 150 \
   $py tools/step_variants.py "${L[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused 2>&1 | tee "$out/step_variants_8b.log"
 

@@ -1,4 +1,4 @@
-"""Time today's LCDD step against variants of its gated projections, interleaved in one process (issue 15's CPU gap).
+"""Time today's LCDD step against variants of its gated projections and of the step, interleaved in one process (issue 15).
 
 Separate processes differ by several per cent in LCDD ÷ SFT; variants timed in one process, in turn, do not share that
 noise. Each variant changes the carrier for the length of one step and puts it back:
@@ -12,8 +12,15 @@ noise. Each variant changes the carrier for the length of one step and puts it b
 - `rebuild`: the layer builds switched off (`enabled = False`): each projection runs `MaskedLinearFn`, which keeps
   nothing weight-sized and rebuilds the masked weight in its backward pass (the code before the layer builds).
 - `add`: `F.linear(x, W_base + ΔW)`, no masks: what the same loop costs without gating (ΔW trains, gates get no gradient).
+- `sync_fwd` and `sft_sync_fwd`: the LCDD and full-SFT steps reading their loss (the step's one host sync) right after
+  the forward pass instead of after the backward pass (`Learner.sync = 'forward'`). On a GPU whose step is bound by the
+  host, the backward's last kernels (the graphed build's backward) and the optimizer's then run while the host launches
+  the next step, instead of the host waiting for them.
+- `alias`: the graphed step with `model_build.alias_grads` on: each ΔW's `.grad` is the graphs' own gΔW, not
+  autograd's copy of it (the same graphs, switched in Python only; on a CPU, where nothing is graphed, the same as `lcdd`).
 - `fused` (with `--fused`): a copy of the carrier whose model build compiles its build and backward into fused kernels
   (`model_build.fuse = True`) before capturing them; a copy, so that neither plan is captured anew each round.
+- `fused_all` (with `--fused`): the fused copy with `alias_grads` and the early sync as well: every option at once.
 - `sft_compiled` (with `--compiled-sft`): the full-SFT step on a copy of the model whose forward is `torch.compile`d, the
   faster yardstick to report beside the eager one (its compile time falls in the warm-up rounds).
 
@@ -70,11 +77,28 @@ def main():
         try: return lcdd()
         finally: car.model_build.mode = 'auto'
 
-    fns = dict(lcdd=lcdd, sft=sft, layers=layers, **({} if a.device == 'cuda' else dict(eager=eager)), rebuild=rebuild, add=swapped(lambda self, x: F.linear(x, (self.weight + self.delta).to(x.dtype))))
+    def early(step):
+        def run():
+            step.learn.sync = 'forward'
+            try: return step()
+            finally: step.learn.sync = 'backward'
+        return run
+
+    def alias():
+        car.model_build.alias_grads = True
+        try: return lcdd()
+        finally: car.model_build.alias_grads = False
+
+    fns = dict(lcdd=lcdd, sft=sft, sync_fwd=early(lcdd), sft_sync_fwd=early(sft), alias=alias, layers=layers, **({} if a.device == 'cuda' else dict(eager=eager)), rebuild=rebuild, add=swapped(lambda self, x: F.linear(x, (self.weight + self.delta).to(x.dtype))))
     if a.fused:
         cf = copy.deepcopy(car); cf.model_build.fuse = True
         if a.device != 'cuda': cf.model_build.mode = 'eager'   # the fused arithmetic without graphs
-        fns['fused'] = lcdd_stepper(cf, batch)
+        fns['fused'] = fstep = lcdd_stepper(cf, batch)
+        def fused_all():
+            cf.model_build.alias_grads, fstep.learn.sync = True, 'forward'
+            try: return fstep()
+            finally: cf.model_build.alias_grads, fstep.learn.sync = False, 'backward'
+        fns['fused_all'] = fused_all
     if a.compiled_sft:
         sc = copy.deepcopy(ft); sc.compile()
         fns['sft_compiled'] = sft_stepper(sc, batch)
