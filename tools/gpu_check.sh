@@ -39,7 +39,7 @@ step() { local name=$1 limit=$2; shift 2
          stamp "$name"; timeout "$limit" "$@"; }
 $py -c "import torch, transformers, accelerate; print('torch', torch.__version__, '| transformers', transformers.__version__, '| accelerate', accelerate.__version__, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
 
-step "1. exactness tests" 90 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py tests/test_graphs.py 2>&1 | grep -v Warning | tee "$out/tests.log"
+step "1. exactness tests" 150 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py tests/test_graphs.py 2>&1 | grep -v Warning | tee "$out/tests.log"
 
 step "2. graphed build and its options, layer builds, rebuild, ungated, SFT eager and compiled, in one process" 200 \
   $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused --compiled-sft 2>&1 | tee "$out/step_variants.log"
