@@ -191,8 +191,9 @@ class ModelBuild:
     (`torch.compile` of `fused_build` and `fused_grads`) into fused kernels first; off by default until measured on a
     GPU. `alias_grads`: each ΔW's `.grad` is the graphs' own gΔW, not autograd's copy of it (a weight-sized copy fewer
     a step, in time and memory; a hook on ΔW's gradient is then not called, and a `.grad` kept past the next backward pass
-    is overwritten); off by default until measured on a GPU. Where it cannot build (not every projection trains in the weight form with the delta store, a bias, a
-    gradient-checkpointed or sharded model, the layer builds switched off) each projection falls back to its `LayerBuild`."""
+    is overwritten); off by default until measured on a GPU. Where it cannot build (not every projection trains in the
+    weight form with the delta store, a bias, a gradient-checkpointed or sharded model, the layer builds switched off)
+    each projection falls back to its `LayerBuild`."""
     def __init__(self, mods:list, bank, layer_builds:list, mode:str='auto', fuse:bool=False, alias_grads:bool=False):
         self.mods, self.bank, self.layer_builds, self.fuse, self.alias_grads = list(mods), bank, list(layer_builds), fuse, alias_grads
         self.fallback = {id(p): lb for lb in self.layer_builds for p in lb.mods}
