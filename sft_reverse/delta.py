@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['FORMS', 'STORES', 'MaskedLinearFn', 'ThetaLinearFn', 'HeadRepeat', 'DeltaLinear', 'delta_dtype', 'delta_for',
-           'build_masked_weights', 'masked_weight_grads', 'MaskedWeightsFn', 'LayerBuild']
+           'build_masked_weights', 'masked_weight_grads', 'gate_spec', 'MaskedWeightsFn', 'LayerBuild']
 
 # %% ../nbs/01_delta.ipynb #7283e492
 import torch
@@ -332,6 +332,16 @@ def masked_weight_grads(spec, Gs, ds, ms, rows, cols, need_d, need_m, inplace:bo
             gd[i] = G.mul_(M[k]) if own else G*M[k]
     return gd, gm
 
+def gate_spec(mods):
+    "(gates, spec) for projections built together: the distinct gates they read, in the order of first use, and `spec[i]` = (column gate, row gate, row expansion) of projection i as indices into them."
+    gates, spec = [], []
+    def at(g):
+        for j, h in enumerate(gates):
+            if h is g: return j
+        gates.append(g); return len(gates) - 1
+    for p in mods: spec.append((at(p.col_gate), at(p.row_gate), p.row_expand))
+    return gates, spec
+
 class MaskedWeightsFn(torch.autograd.Function):
     """The masked weights of several projections as one autograd node (`build_masked_weights` and its backward).
 
@@ -376,12 +386,7 @@ class LayerBuild:
         ms = [p for p in self.mods if p.groupable() and (p.row_expand is None or hasattr(p.row_expand, 'adjoint'))]
         ms = [p for p in ms if p.delta.dtype == ms[0].delta.dtype] if ms else ms
         if not ms: return {}
-        dt, gates, spec = ms[0].delta.dtype, [], []
-        def at(g):
-            for j, h in enumerate(gates):
-                if h is g: return j
-            gates.append(g); return len(gates) - 1
-        for p in ms: spec.append((at(p.col_gate), at(p.row_gate), p.row_expand))
+        dt, (gates, spec) = ms[0].delta.dtype, gate_spec(ms)
         masks = [g.mask() for g in gates]
         masks = [m if m.dtype == dt else m.to(dt) for m in masks]
         # in place: each W feeds only its projection's F.linear (`DeltaLinear.forward`)

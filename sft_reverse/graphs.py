@@ -10,7 +10,7 @@ import warnings
 import torch
 from fastcore.basics import patch
 from .gates import bracket, unbracket
-from .delta import build_masked_weights, masked_weight_grads
+from .delta import build_masked_weights, masked_weight_grads, gate_spec
 
 try: from torch.distributed.tensor import DTensor   # sharded parameters: never built here
 except ImportError: DTensor = ()
@@ -20,18 +20,13 @@ BUILD_MODES = ('auto', 'graphs', 'eager', 'off')
 
 class BuildPlan:
     "What `ModelBuild` builds for one set of carrier tensors: the projections, their gates' slices of the bank's flat logits, and (on CUDA) the two captured graphs."
-    def __init__(self, mods, f, gates, key, dtype, graphed:bool, fuse:bool=False):
-        pos = {id(g): j for j, g in enumerate(gates)}
-        offs = [0]
-        for g in gates: offs.append(offs[-1] + g.n)
-        used, spec = [], []   # the gates the projections read, in the order of first use (as `LayerBuild` orders them)
-        def at(g):
-            for j, h in enumerate(used):
-                if h is g: return j
-            used.append(g); return len(used) - 1
-        for p in mods: spec.append((at(p.col_gate), at(p.row_gate), p.row_expand))
-        self.mods, self.f, self.gates, self.key, self.dtype, self.spec = list(mods), f, list(gates), key, dtype, spec
-        self.slices = [(offs[pos[id(g)]], g.n) for g in used]
+    def __init__(self, mods, f, gates, bank_key, dtype, graphed:bool, fuse:bool=False, cache_key=None):
+        offs, o = {}, 0
+        for g in gates: offs[id(g)] = o; o += g.n
+        used, spec = gate_spec(mods)   # the gates the projections read, in the order of first use (as `LayerBuild` orders them)
+        self.mods, self.f, self.gates, self.bank_key, self.dtype, self.spec = list(mods), f, list(gates), bank_key, dtype, spec
+        self.cache_key = cache_key   # what `ModelBuild` checks before replaying this plan
+        self.slices = [(offs[id(g)], g.n) for g in used]
         self.ws, self.ds = [p.weight for p in mods], [p.delta for p in mods]
         self.leaves = (*self.ds, *[g.logits for g in self.gates])   # the node's inputs: every ΔW, every gate's logits
         self.need_d = [d.requires_grad for d in self.ds]
@@ -175,7 +170,7 @@ class GraphedWeightsFn(torch.autograd.Function):
         plan = ctx.plan
         if ctx.alias: plan.unalias()
         gd, gf = plan.backward(Gs, ctx.state)
-        if any(plan.need_m): ctx.bank.accumulate(plan.key, plan.gates, gf)
+        if any(plan.need_m): ctx.bank.accumulate(plan.bank_key, plan.gates, gf)
         gd = [g if n else None for g, n in zip(gd, plan.need_d)]
         if ctx.alias: gd = plan.give(gd)
         return (None, None, None) + tuple(gd) + (None,)*len(plan.gates)
@@ -275,12 +270,11 @@ def _build(self:ModelBuild, dtype=None):
         lay = self.bank.layout()
         if lay is None or lay[0].device != self.mods[0].delta.device: return {}
         self.plan = None   # the old graphs' memory goes before new ones are captured
-        try: self.plan = BuildPlan(self.mods, *lay, dtype, graphed=self._mode != 'eager', fuse=self.fuse)
+        try: self.plan = BuildPlan(self.mods, *lay, dtype, graphed=self._mode != 'eager', fuse=self.fuse, cache_key=k)
         except RuntimeError as e:   # a CUDA graph that cannot be captured here: the layer builds take over, with a word
             warnings.warn(f"The carrier's build could not be captured as a CUDA graph ({e}); falling back to the layer builds (model_build.mode = 'off').")
             self.mode = 'off'
             return {}
-        self.plan.cache_key = k
     plan = self.plan
     Ws = GraphedWeightsFn.apply(plan, self.bank, self.alias_grads, *plan.leaves)
     return {id(p): (W, None) for p, W in zip(plan.mods, Ws)}
