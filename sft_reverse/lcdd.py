@@ -192,11 +192,11 @@ def lcdd_step(r, # an LCDD `Learner` (`lcdd_learner`)
         check_finite(v, 'LCDD task loss', r.i + 1, r.out_dir, f"Lower delta_lr (now {r.delta_lr}) or check the data.")
         return v
     if r.sync == 'forward': loss_v = read()
-    r.g_opt.zero_grad(set_to_none=True); r.d_opt.zero_grad(set_to_none=True)
     r.backward(r.scaler.scale(loss))
     if r.sync != 'forward': loss_v = read()
     if world > 1: _average_grads([] if r.sharded else r.trainable[len(r.gates):], world, r.gates)   # FSDP averages ΔW's itself
     r.s_ema = lcdd_update(r.gates, r.trainable, r.g_opt, r.d_opt if r.names else None, r.scaler, lam, rho, r.penalty_norm, r.s_ema)
+    r.g_opt.zero_grad(set_to_none=True); r.d_opt.zero_grad(set_to_none=True)   # freed here, not held through the next forward pass's activations
     if r.checked: r.sp = carrier_sparsity(r.carrier)
     rec = r.ctrl.update(loss_v, sparsity=r.sp['weight'] if r.checked else None)
     rec.update(weight_sparsity=r.sp['weight'], gate_sparsity=r.sp['gate'])
@@ -247,6 +247,7 @@ def lcdd_learner(carrier, # a carrier; its gates (and ΔW in the 'joint' mode) t
                 names=[n for n, p in deltas if p.requires_grad], gate_names=[n for n, _ in carrier.named_parameters() if n.endswith('.logits')],
                 g_opt=torch.optim.SGD([g.logits for g in gates], lr=gate_lr, momentum=0.0, foreach=True))
     r.d_opt = adamw([p for _, p in deltas if p.requires_grad] or [torch.nn.Parameter(torch.zeros(1))], lr=delta_lr)
+    r.g_opt.zero_grad(set_to_none=True); r.d_opt.zero_grad(set_to_none=True)   # a gradient left from outside would join the first step's
     r.__dict__.update(state)
     r.trainable, r.sp = [g.logits for g in gates] + [p for _, p in deltas if p.requires_grad], carrier_sparsity(carrier)
     return r
