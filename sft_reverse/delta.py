@@ -22,9 +22,13 @@ def _masked_bias(b, db, m_col):
     "b_base + m_col ⊙ Δb, assembled in the mask's dtype (ΔW's)."
     return b.to(m_col.dtype) + (m_col*db if db is not None else 0)
 
+def _open(m_col, m_row):
+    "Where both (binary) masks are open, as one bool (out, in) tensor: a byte a weight, where their float outer product takes four."
+    return (m_col > 0).unsqueeze(1) & (m_row > 0)
+
 def _theta_weight(w, theta, m_col, m_row, M=None):
-    "where(m_col ⊗ m_row, θ, W_base) in the base dtype (`M`: the outer product, when already built)."
-    return torch.where((torch.outer(m_col, m_row) if M is None else M) > 0, theta, w)
+    "where(m_col ⊗ m_row, θ, W_base) in the base dtype (`M`: `_open(m_col, m_row)`, when already built)."
+    return torch.where(_open(m_col, m_row) if M is None else M, theta, w)
 
 def _gated_forward(ctx, weight_of, x, w, p, m_col, m_row, b, db):
     "The forward pass both functions share: the masked weight `weight_of(w, p, m_col, m_row)` and bias, the matmul, the saved tensors."
@@ -82,13 +86,14 @@ class ThetaLinearFn(torch.autograd.Function):
         nx, _, nt, nc, nr, nb, ndb = ctx.needs_input_grad
         gx = gt = gc = gr = None
         g2 = g.reshape(-1, g.shape[-1])
-        M = torch.outer(m_col, m_row) if nx or nt else None
+        M = _open(m_col, m_row) if nx or nt else None
         if nx: gx = (g2 @ _theta_weight(w, theta, m_col, m_row, M).to(g.dtype)).view(*g.shape[:-1], x2.shape[-1])
         if nt or nc or nr:
-            G = (g2.t() @ x2).to(m_col.dtype)
-            if nt: gt = (G * M).to(theta.dtype)
+            G = g2.t() @ x2   # in the matmul's dtype
+            # gθ = gΔW rounded to θ's dtype: G ⊙ M in G's own dtype when that is θ's (a product by 0 or 1 rounds nothing)
+            if nt: gt = G*M if G.dtype == theta.dtype else (G.to(m_col.dtype)*M).to(theta.dtype)
             if nc or nr:
-                Gd = G.mul_(theta.to(G.dtype) - w.to(G.dtype))   # G ⊙ ΔW, ΔW formed in the masks' dtype (float32 for 16-bit weights)
+                Gd = theta.to(m_col.dtype, copy=True).sub_(w).mul_(G)   # ΔW = θ − W_base formed in the masks' dtype (float32 for 16-bit weights), then ⊙ G, in one tensor
                 if nc: gc = Gd @ m_row
                 if nr: gr = Gd.t().mv(m_col)
         gb, gdb, gc = _bias_grads(g2, m_col, db, nb, ndb, nc, gc)
