@@ -192,11 +192,13 @@ def lcdd_step(r, # an LCDD `Learner` (`lcdd_learner`)
         check_finite(v, 'LCDD task loss', r.i + 1, r.out_dir, f"Lower delta_lr (now {r.delta_lr}) or check the data.")
         return v
     if r.sync == 'forward': loss_v = read()
-    r.backward(r.scaler.scale(loss))
-    if r.sync != 'forward': loss_v = read()
-    if world > 1: _average_grads([] if r.sharded else r.trainable[len(r.gates):], world, r.gates)   # FSDP averages ΔW's itself
-    r.s_ema = lcdd_update(r.gates, r.trainable, r.g_opt, r.d_opt if r.names else None, r.scaler, lam, rho, r.penalty_norm, r.s_ema)
-    r.g_opt.zero_grad(set_to_none=True); r.d_opt.zero_grad(set_to_none=True)   # freed here, not held through the next forward pass's activations
+    try:
+        r.backward(r.scaler.scale(loss))
+        if r.sync != 'forward': loss_v = read()
+        if world > 1: _average_grads([] if r.sharded else r.trainable[len(r.gates):], world, r.gates)   # FSDP averages ΔW's itself
+        r.s_ema = lcdd_update(r.gates, r.trainable, r.g_opt, r.d_opt if r.names else None, r.scaler, lam, rho, r.penalty_norm, r.s_ema)
+    finally:   # the gradients freed here, even when the step stops, not held through the next forward pass's activations
+        r.g_opt.zero_grad(set_to_none=True); r.d_opt.zero_grad(set_to_none=True)
     if r.checked: r.sp = carrier_sparsity(r.carrier)
     rec = r.ctrl.update(loss_v, sparsity=r.sp['weight'] if r.checked else None)
     rec.update(weight_sparsity=r.sp['weight'], gate_sparsity=r.sp['gate'])

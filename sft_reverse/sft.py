@@ -83,16 +83,18 @@ def sft_step(learn, # a `Learner` with the model, its AdamW `opt`, `params`, the
     opt, world = learn.opt, learn.world
     for g in opt.param_groups: g['lr'] = lr_at(learn.i, learn.total, learn.lr, learn.warmup)
     tot = 0.
-    for batch in batches:
-        with learn.autocast(): loss = learn.model(**batch).loss.float()
-        if learn.grad_accum > 1: loss = loss / learn.grad_accum   # (x/1 is x: no kernel for it)
-        if world > 1: loss = loss*token_share(batch['labels'], world)   # DDP averages gradients: make that the global token mean
-        if learn.sync == 'forward': tot += _read_loss(learn, loss, world)
-        learn.backward(learn.scaler.scale(loss))
-        if learn.sync != 'forward': tot += _read_loss(learn, loss, world)
-    learn.scaler.unscale_(opt)
-    learn.clip(learn.params, 1.0)
-    learn.scaler.step(opt); learn.scaler.update(); opt.zero_grad(set_to_none=True)   # with fp16, a step whose gradients overflowed is skipped
+    try:
+        for batch in batches:
+            with learn.autocast(): loss = learn.model(**batch).loss.float()
+            if learn.grad_accum > 1: loss = loss / learn.grad_accum   # (x/1 is x: no kernel for it)
+            if world > 1: loss = loss*token_share(batch['labels'], world)   # DDP averages gradients: make that the global token mean
+            if learn.sync == 'forward': tot += _read_loss(learn, loss, world)
+            learn.backward(learn.scaler.scale(loss))
+            if learn.sync != 'forward': tot += _read_loss(learn, loss, world)
+        learn.scaler.unscale_(opt)
+        learn.clip(learn.params, 1.0)
+        learn.scaler.step(opt); learn.scaler.update()   # with fp16, a step whose gradients overflowed is skipped
+    finally: opt.zero_grad(set_to_none=True)   # even when the step stops: no gradient of it is left to join another's
     return dict(step=learn.i + 1, loss=tot, lr=opt.param_groups[0]['lr'])
 
 # %% ../nbs/05_sft.ipynb #79ae2bba

@@ -45,5 +45,18 @@ def test_a_non_finite_loss_stops_the_step_before_backward(which):
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
 
 
+@pytest.mark.parametrize('which', ['lcdd', 'sft'])
+def test_a_non_finite_loss_read_after_backward_leaves_no_gradient(which):
+    "With the loss read after the backward pass (the default), a NaN loss stops the step before the update, and the gradients it made are freed."
+    base, ft = _models()
+    model = make_carrier(base, ft) if which == 'lcdd' else copy.deepcopy(ft)
+    step = (lcdd_stepper if which == 'lcdd' else sft_stepper)(model, _batch())
+    with torch.no_grad(): model.lm_head.weight.fill_(float('nan'))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    with pytest.raises(FloatingPointError, match="nothing of this step was applied"): step()
+    assert all(p.grad is None for n, p in model.named_parameters() if n in before)   # none left to join the next step's
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
+
+
 def test_unknown_sync_is_refused():
     with pytest.raises(ValueError, match="Unknown sync 'middle'"): Learner(None, total=1, sync='middle')
