@@ -23,8 +23,8 @@ def _masked_bias(b, db, m_col):
     return b.to(m_col.dtype) + (m_col*db if db is not None else 0)
 
 def _open(m_col, m_row):
-    "Where both (binary) masks are open, as one bool (out, in) tensor: a byte a weight, where their float outer product takes four."
-    return (m_col > 0).unsqueeze(1) & (m_row > 0)
+    "Where both (binary: 0 or 1) masks are open, as one bool (out, in) tensor in one kernel: a byte a weight, where their float outer product takes four."
+    return torch.logical_and(m_col.unsqueeze(1), m_row)
 
 def _theta_weight(w, theta, m_col, m_row, M=None):
     "where(m_col ⊗ m_row, θ, W_base) in the base dtype (`M`: `_open(m_col, m_row)`, when already built)."
