@@ -122,9 +122,13 @@ def _flats(self:GateBank):
     return self._flat
 
 @patch
-def accumulate(self:GateBank, key, gs, d):
+def accumulate(self:GateBank, key, gs, d,
+               part=None): # indices into `gs` of the gates whose share of `d` may be nonzero (None: all); only theirs are checked
     "Add the flat STE gradient `d` to the `.grad` of the group's gates `gs`: one tensor whose views they are, when it can be."
     cur = self._grad.get(key)
+    if cur is not None and part is not None:   # the common case, checked over `part` only (a layer's gates, not the model's)
+        ls = [l for l in (gs[i]._parameters['logits'] for i in part) if l.requires_grad]
+        if ls and all(l.grad is not None and l.grad._base is cur for l in ls): cur.add_(d); return
     train = [g.logits.requires_grad for g in gs]
     if all(g.logits.grad is None for g in gs):
         self._grad[key] = d

@@ -27,8 +27,10 @@ class BuildPlan:
         self.mods, self.f, self.gates, self.bank_key, self.dtype, self.spec = list(mods), f, list(gates), bank_key, dtype, spec
         self.cache_key = cache_key   # what `ModelBuild` checks before replaying this plan
         self.slices = [(offs[id(g)], g.n) for g in used]
+        at = {id(g): i for i, g in enumerate(self.gates)}
+        self.part = [at[id(g)] for g in used]   # the gates whose gradient this plan gives (`GateBank.accumulate`'s `part`)
         self.ws, self.ds = [p.weight for p in mods], [p.delta for p in mods]
-        self.leaves = (*self.ds, *[g.logits for g in self.gates])   # the node's inputs: every ΔW, every gate's logits
+        self.leaves = (*self.ds, *[g.logits for g in used])   # the node's inputs: every ΔW, the logits of every gate they read
         self.need_d = [d.requires_grad for d in self.ds]
         self.need_m = [g.logits.requires_grad for g in used]
         self.graphed, self.fuse, self.captures = graphed, fuse, 0
@@ -170,10 +172,10 @@ class GraphedWeightsFn(torch.autograd.Function):
         plan = ctx.plan
         if ctx.alias: plan.unalias()
         gd, gf = plan.backward(Gs, ctx.state)
-        if any(plan.need_m): ctx.bank.accumulate(plan.bank_key, plan.gates, gf)
+        if any(plan.need_m): ctx.bank.accumulate(plan.bank_key, plan.gates, gf, plan.part)
         gd = [g if n else None for g, n in zip(gd, plan.need_d)]
         if ctx.alias: gd = plan.give(gd)
-        return (None, None, None) + tuple(gd) + (None,)*len(plan.gates)
+        return (None, None, None) + tuple(gd) + (None,)*(len(plan.leaves) - len(gd))
 
 # %% ../nbs/01a_graphs.ipynb #05264a8c
 class ModelBuild:
@@ -186,13 +188,16 @@ class ModelBuild:
     (`torch.compile` of `fused_build` and `fused_grads`) into fused kernels first; off by default until measured on a
     GPU. `alias_grads`: each ΔW's `.grad` is the graphs' own gΔW, not autograd's copy of it (a weight-sized copy fewer
     a step, in time and memory; a hook on ΔW's gradient is then not called, and a `.grad` kept past the next backward pass
-    is overwritten); off by default until measured on a GPU. Where it cannot build (not every projection trains in the
-    weight form with the delta store, a bias, a gradient-checkpointed or sharded model, the layer builds switched off)
-    each projection falls back to its `LayerBuild`."""
-    def __init__(self, mods:list, bank, layer_builds:list, mode:str='auto', fuse:bool=False, alias_grads:bool=False):
+    is overwritten); off by default until measured on a GPU. `chunks`: the projections in this many plans of consecutive
+    layers, each built when its first projection asks and each its own autograd node, whose backward then runs as soon
+    as those layers' gradients are in (freeing them, and on a GPU overlapping the rest of the backward pass) rather than
+    after the whole backward pass; 1 (one plan) until measured on a GPU. Where it cannot build (not every projection
+    trains in the weight form with the delta store, a bias, a gradient-checkpointed or sharded model, the layer builds
+    switched off) each projection falls back to its `LayerBuild`."""
+    def __init__(self, mods:list, bank, layer_builds:list, mode:str='auto', fuse:bool=False, alias_grads:bool=False, chunks:int=1):
         self.mods, self.bank, self.layer_builds, self.fuse, self.alias_grads = list(mods), bank, list(layer_builds), fuse, alias_grads
         self.fallback = {id(p): lb for lb in self.layer_builds for p in lb.mods}
-        self.mode, self.active, self._built, self.plan, self.module = mode, False, None, None, None
+        self.plans, self.mode, self.chunks, self.active, self._built, self.module = [], mode, chunks, False, None, None
 
     @property
     def mode(self): return self._mode
@@ -200,7 +205,25 @@ class ModelBuild:
     @mode.setter
     def mode(self, m):
         if m not in BUILD_MODES: raise ValueError(f"Unknown build mode {m!r}; use one of {BUILD_MODES}.")
-        if m != getattr(self, '_mode', None): self._mode, self.plan = m, None
+        if m != getattr(self, '_mode', None): self._mode, self.plans = m, []
+
+    @property
+    def chunks(self): return self._chunks
+
+    @chunks.setter
+    def chunks(self, n):
+        if not (isinstance(n, int) and 1 <= n <= max(1, len(self.layer_builds))):
+            raise ValueError(f"chunks must be an integer from 1 to the number of layers ({len(self.layer_builds)}), got {n!r}.")
+        self._chunks, self.plans = n, []
+        self._chunk_of()
+
+    def _chunk_of(self):
+        "Key each projection to its chunk: `chunks` runs of consecutive layers, as even as they divide."
+        n, k = len(self.layer_builds), self._chunks
+        self.chunk = {id(p): i*k//max(n, 1) for i, lb in enumerate(self.layer_builds) for p in lb.mods}
+
+    @property
+    def plan(self): return next((p for p in self.plans if p), None)   # the first (with one chunk, the only) plan
 
     def start(self, module=None, args=None):
         "Begin a forward pass of the decoder (a forward pre-hook): nothing is built until a projection asks."
@@ -211,9 +234,11 @@ class ModelBuild:
         self.active, self._built = False, None
 
     def weight(self, m, dtype=None):
-        "(W, None) for projection `m` in this pass, every projection built at the first ask; else what its `LayerBuild` gives."
+        "(W, None) for projection `m` in this pass, its chunk's projections built at the chunk's first ask; else what its `LayerBuild` gives."
         if self.active and self._mode != 'off' and torch.is_grad_enabled():
-            if self._built is None: self._built = self._build(dtype)
+            if self._built is None: self._built, self._todo = {}, {i for i, p in enumerate(self.plans) if p} if self._plans(dtype) else set()
+            k = self.chunk.get(id(m), 0)
+            if k in self._todo: self._todo.discard(k); self._built.update(self._apply(self.plans[k]))
             got = self._built.pop(id(m), None)
             if got is not None: return got
         lb = self.fallback.get(id(m))
@@ -230,17 +255,18 @@ class ModelBuild:
         unbracket(module, self)
         for p in self.mods:
             if p.__dict__.get('_build') is self: p.__dict__['_build'] = self.fallback[id(p)]
-        self.module, self.plan = None, None
+        self.module, self.plans = None, []
         return self
 
     def __getstate__(self):   # a copied carrier (`copy.deepcopy`) captures its own graphs
-        return {**self.__dict__, 'plan': None, '_built': None, 'fallback': None}
+        return {**self.__dict__, 'plans': [], '_built': None, 'fallback': None, 'chunk': None}
 
     def __setstate__(self, d):   # the copy's projections are new objects: key their layer builds anew
         self.__dict__.update(d)
         self.fallback = {id(p): lb for lb in self.layer_builds for p in lb.mods}
+        self._chunk_of()
 
-    def __repr__(self): return f"ModelBuild({len(self.mods)} projections, mode={self._mode!r})"
+    def __repr__(self): return f"ModelBuild({len(self.mods)} projections, mode={self._mode!r}" + (f", chunks={self._chunks}" if self._chunks > 1 else '') + ")"
 
 # %% ../nbs/01a_graphs.ipynb #1dbe6b78
 @patch
@@ -262,19 +288,24 @@ def _key(self:ModelBuild, dtype):
     return tuple(sig)
 
 @patch
-def _build(self:ModelBuild, dtype=None):
-    "{id(projection): (W, None)} for this pass (a new plan where the key changed), or {} where it cannot build."
+def _plans(self:ModelBuild, dtype=None) -> bool:
+    "Whether this pass can build: the plans ready (made anew, one per chunk, where the key changed); False where it cannot build."
     k = self._key(dtype)
-    if k is None: return {}
+    if k is None: return False
     if self.plan is None or self.plan.cache_key != k:
         lay = self.bank.layout()
-        if lay is None or lay[0].device != self.mods[0].delta.device: return {}
-        self.plan = None   # the old graphs' memory goes before new ones are captured
-        try: self.plan = BuildPlan(self.mods, *lay, dtype, graphed=self._mode != 'eager', fuse=self.fuse, cache_key=k)
+        if lay is None or lay[0].device != self.mods[0].delta.device: return False
+        self.plans = []   # the old graphs' memory goes before new ones are captured
+        groups = [[p for p in self.mods if self.chunk.get(id(p), 0) == i] for i in range(self._chunks)]
+        try: self.plans = [BuildPlan(g, *lay, dtype, graphed=self._mode != 'eager', fuse=self.fuse, cache_key=k) if g else None for g in groups]
         except RuntimeError as e:   # a CUDA graph that cannot be captured here: the layer builds take over, with a word
             warnings.warn(f"The carrier's build could not be captured as a CUDA graph ({e}); falling back to the layer builds (model_build.mode = 'off').")
             self.mode = 'off'
-            return {}
-    plan = self.plan
+            return False
+    return True
+
+@patch
+def _apply(self:ModelBuild, plan):
+    "{id(projection): (W, None)} for one plan's projections: its build run (its graph replayed) as one autograd node."
     Ws = GraphedWeightsFn.apply(plan, self.bank, self.alias_grads, *plan.leaves)
     return {id(p): (W, None) for p, W in zip(plan.mods, Ws)}

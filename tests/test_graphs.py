@@ -2,7 +2,8 @@
 arithmetic without graphs (mode 'eager'), on CUDA the captured graphs. Losses and every gradient must be equal bit for
 bit, with gradient accumulation over two micro-batches, with only the gates training, and under bf16 autocast. With the
 fused option (`fuse`, compiled by `torch.compile`) the masked weights and gΔW stay exact and the gate gradients agree
-within 1e-5. With `alias_grads` each ΔW's `.grad` is the graphs' own tensor, and the numbers are unchanged."""
+within 1e-5. With `alias_grads` each ΔW's `.grad` is the graphs' own tensor, and the numbers are unchanged. With `chunks`
+each layer's plan (graphs) is its own node, and the numbers are unchanged."""
 import pytest, torch, transformers
 from sft_reverse.carrier import make_carrier, perturbed
 
@@ -20,10 +21,10 @@ def _carrier(dtype, device):
     return c
 
 
-def _run(mode, dtype, device, steps=3, micro=1, gates_only=False, autocast=False, fuse=False, alias=False):
+def _run(mode, dtype, device, steps=3, micro=1, gates_only=False, autocast=False, fuse=False, alias=False, chunks=1):
     "Losses and the last step's gradients of `steps` AdamW steps, each over `micro` micro-batches."
     c = _carrier(dtype, device)
-    c.model_build.mode, c.model_build.fuse, c.model_build.alias_grads = mode, fuse, alias
+    c.model_build.mode, c.model_build.fuse, c.model_build.alias_grads, c.model_build.chunks = mode, fuse, alias, chunks
     if gates_only:
         for p in c.deltas.values(): p.delta.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in c.parameters() if p.requires_grad], lr=1e-2)
@@ -101,3 +102,26 @@ def test_aliased_grads_match_layer_builds(device, case):
     if device == 'cuda' and case != 'accum':   # one micro-batch: each ΔW's `.grad` is the pool's own gΔW
         plan = cb.model_build.plan
         assert all(p.delta.grad is g for p, g in zip(plan.mods, plan.gd))
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('case', ['fp32', 'bf16', 'accum', 'gates_only'])
+def test_chunked_build_matches_layer_builds(device, case):
+    "One plan per layer (`chunks=2` on the two-layer carrier): each built at its layer's first projection, each its own node."
+    mode = 'graphs' if device == 'cuda' else 'eager'
+    la, ga, _ = _run('off', device=device, **CASES[case])
+    lb, gb, cb = _run(mode, device=device, chunks=2, **CASES[case])
+    plans = cb.model_build.plans
+    assert len(plans) == 2 and [len(p.mods) for p in plans] == [7, 7] and all(p.graphed == (device == 'cuda') for p in plans)
+    if device == 'cuda': assert [p.captures for p in plans] == [1, 1]
+    assert la == lb and set(ga) == set(gb)
+    bad = [n for n in ga if not torch.equal(ga[n], gb[n])]
+    assert not bad, bad[:5]
+
+
+def test_chunks_out_of_range_are_refused():
+    c = _carrier(torch.float32, 'cpu')
+    for bad in (0, 3, 1.5, '2'):
+        with pytest.raises(ValueError, match=r"chunks must be an integer from 1 to the number of layers \(2\)"): c.model_build.chunks = bad
+    c.model_build.chunks = 2
+    assert 'chunks=2' in repr(c.model_build)

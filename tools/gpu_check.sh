@@ -8,7 +8,8 @@
 #      float64 gradchecks, the frozen cache; tests/test_graphs.py: the CUDA-graphed model build against the layer
 #      builds over several steps) on CUDA;
 #   2. tools/step_variants.py on the Qwen3-0.6B shape and on 8 layers of the 8B shape, in one process each: the LCDD
-#      step (graphed), with each option (early sync, aliased gradients, fused kernels, all three), with the layer builds,
+#      step (graphed), with each option (early sync, aliased gradients, fused kernels, all three; on 0.6B also the graphs
+#      in 4 chunks of layers and one per layer), with the layer builds,
 #      without either, an ungated W + dW, and full SFT (eager, early sync, and on 0.6B compiled);
 #   3. `sft-reverse bench` (step ratios and peak memory, the theta store's too) at batch 8 x 256 on the Qwen3-0.6B shape
 #      and on 8 layers of the Llama-3.1-8B shape, bf16;
@@ -42,7 +43,7 @@ $py -c "import torch, transformers, accelerate; print('torch', torch.__version__
 step "1. exactness tests" 150 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py tests/test_graphs.py 2>&1 | grep -v Warning | tee "$out/tests.log"
 
 step "2. graphed build and its options, layer builds, rebuild, ungated, SFT eager and compiled, in one process" 200 \
-  $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused --compiled-sft 2>&1 | tee "$out/step_variants.log"
+  $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused --chunked --compiled-sft 2>&1 | tee "$out/step_variants.log"
 step "2. the same on 8 layers of the 8B shape (bound by the device: the fused option's case)" 150 \
   $py tools/step_variants.py "${L[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused 2>&1 | tee "$out/step_variants_8b.log"
 

@@ -21,10 +21,14 @@ noise. Each variant changes the carrier for the length of one step and puts it b
 - `fused` (with `--fused`): a copy of the carrier whose model build compiles its build and backward into fused kernels
   (`model_build.fuse = True`) before capturing them; a copy, so that neither plan is captured anew each round.
 - `fused_all` (with `--fused`): the fused copy with `alias_grads` and the early sync as well: every option at once.
+- `chunked4` and `chunked` (with `--chunked`): copies of the carrier whose model build has 4 plans of consecutive
+  layers, or one plan per layer (`model_build.chunks`): each plan's masked weights built at its first projection, and
+  its backward graph replayed as soon as its layers' gradients are in, overlapping the rest of the backward pass, where
+  one plan's runs after it (on a CPU, the arithmetic without graphs); copies, as for `fused`.
 - `sft_compiled` (with `--compiled-sft`): the full-SFT step on a copy of the model whose forward is `torch.compile`d, the
   faster yardstick to report beside the eager one (its compile time falls in the warm-up rounds).
 
-    python tools/step_variants.py [--batch 8] [--seq 256] [--reps 30] [--shape tiny] [--layers N] [--device cpu] [--dtype float32] [--compiled-sft] [--fused]
+    python tools/step_variants.py [--batch 8] [--seq 256] [--reps 30] [--shape tiny] [--layers N] [--device cpu] [--dtype float32] [--compiled-sft] [--fused] [--chunked]
 
 Prints the median seconds of each step and each variant's ratio to the full-SFT step. A measurement tool, not a test.
 """
@@ -43,7 +47,7 @@ def main():
     p.add_argument('--shape', default='tiny'); p.add_argument('--layers', type=int, default=None); p.add_argument('--batch', type=int, default=8)
     p.add_argument('--seq', type=int, default=256); p.add_argument('--reps', type=int, default=30)
     p.add_argument('--device', default='cpu'); p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
-    p.add_argument('--compiled-sft', action='store_true'); p.add_argument('--fused', action='store_true')
+    p.add_argument('--compiled-sft', action='store_true'); p.add_argument('--fused', action='store_true'); p.add_argument('--chunked', action='store_true')
     a = p.parse_args()
     if a.device == 'cpu': set_threads()
     base = shape_model(a.shape, a.layers, dtype=getattr(torch, a.dtype), device=a.device); ft = perturbed(base, scale=0.01, seed=1)
@@ -99,6 +103,10 @@ def main():
             try: return fstep()
             finally: cf.model_build.alias_grads, fstep.learn.sync = False, 'backward'
         fns['fused_all'] = fused_all
+    for name, n in (('chunked4', min(4, len(car.layer_builds))), ('chunked', len(car.layer_builds))) if a.chunked else ():
+        cc = copy.deepcopy(car); cc.model_build.chunks = n
+        if a.device != 'cuda': cc.model_build.mode = 'eager'
+        fns[name] = lcdd_stepper(cc, batch)
     if a.compiled_sft:
         sc = copy.deepcopy(ft); sc.compile()
         fns['sft_compiled'] = sft_stepper(sc, batch)
