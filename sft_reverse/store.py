@@ -186,7 +186,9 @@ def checkpoint_dir(d, key:str, log=None) -> Path:
     if not f.exists(): write_text(f, key)
     return d
 
-PARTIAL = re.compile(r"^\..+\.(tmp|old)$|^\..+\.[A-Za-z0-9_]{8}$")
+# ours (`.name.XXXXXXXX.tmp`, `.name.XXXXXXXX` folders, `.name.old`), and the `.tmpXXXXXX` that safetensors' own writer
+# (Rust's tempfile) makes beside the file it writes, then renames
+PARTIAL = re.compile(r"^\..+\.(tmp|old)$|^\..+\.[A-Za-z0-9_]{8}$|^\.tmp[A-Za-z0-9]{6}$")
 
 def sweep_partial(out) -> list:
     "Remove what a killed writer left under `out`: the hidden temporaries of atomic writes (never loaded); returns what was removed."
