@@ -48,19 +48,21 @@ CASES = dict(fp32=dict(dtype=torch.float32), bf16=dict(dtype=torch.bfloat16), ac
 
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('case', list(CASES))
-def test_model_build_matches_layer_builds(device, case):
+@pytest.mark.parametrize('chunks', [1, 2])   # 2: one plan per layer of the two-layer carrier, each built at its layer's first projection, each its own node
+def test_model_build_matches_layer_builds(device, case, chunks):
     mode = 'graphs' if device == 'cuda' else 'eager'
     la, ga, _ = _run('off', device=device, **CASES[case])
-    lb, gb, cb = _run(mode, device=device, **CASES[case])
-    plan = cb.model_build.plan
-    assert plan is not None and plan.graphed == (device == 'cuda')
-    if device == 'cuda': assert plan.captures == 1   # captured once, replayed every pass after
+    lb, gb, cb = _run(mode, device=device, chunks=chunks, **CASES[case])
+    plans = cb.model_build.plans
+    assert len(plans) == chunks and sum(len(p.mods) for p in plans) == 14 and all(len(p.mods) == 14//chunks for p in plans)
+    assert all(p.graphed == (device == 'cuda') for p in plans)
+    if device == 'cuda': assert [p.captures for p in plans] == [1]*chunks   # captured once, replayed every pass after
     assert la == lb
     assert set(ga) == set(gb)
     bad = [n for n in ga if not torch.equal(ga[n], gb[n])]
     assert not bad, bad[:5]
-    if device == 'cuda':   # no `.grad` is a tensor of the graphs' pool
-        pool = {t.data_ptr() for t in (*plan.gd, plan.gf) if t is not None}
+    if device == 'cuda':   # no `.grad` is a tensor of the graphs' pools
+        pool = {t.data_ptr() for p in plans for t in (*p.gd, p.gf) if t is not None}
         assert not any(p.grad.data_ptr() in pool for p in cb.parameters() if p.grad is not None)
 
 
@@ -102,21 +104,6 @@ def test_aliased_grads_match_layer_builds(device, case):
     if device == 'cuda' and case != 'accum':   # one micro-batch: each ΔW's `.grad` is the pool's own gΔW
         plan = cb.model_build.plan
         assert all(p.delta.grad is g for p, g in zip(plan.mods, plan.gd))
-
-
-@pytest.mark.parametrize('device', DEVICES)
-@pytest.mark.parametrize('case', ['fp32', 'bf16', 'accum', 'gates_only'])
-def test_chunked_build_matches_layer_builds(device, case):
-    "One plan per layer (`chunks=2` on the two-layer carrier): each built at its layer's first projection, each its own node."
-    mode = 'graphs' if device == 'cuda' else 'eager'
-    la, ga, _ = _run('off', device=device, **CASES[case])
-    lb, gb, cb = _run(mode, device=device, chunks=2, **CASES[case])
-    plans = cb.model_build.plans
-    assert len(plans) == 2 and [len(p.mods) for p in plans] == [7, 7] and all(p.graphed == (device == 'cuda') for p in plans)
-    if device == 'cuda': assert [p.captures for p in plans] == [1, 1]
-    assert la == lb and set(ga) == set(gb)
-    bad = [n for n in ga if not torch.equal(ga[n], gb[n])]
-    assert not bad, bad[:5]
 
 
 def test_chunks_out_of_range_are_refused():
