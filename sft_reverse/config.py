@@ -48,7 +48,7 @@ class RunConfig:
     n_eval:int|None = None # held-out prompts (None: the preset's)
     preset:str = 'auto' # 'tiny', 'real', 'paper' or 'auto' (tiny for a tiny base, real for a packaged GGUF model such as 'smollm2', else paper)
     sft:dict = field(default_factory=dict) # overrides of the SFT preset (lr, epochs, batch_size, ...)
-    lcdd:dict = field(default_factory=dict) # overrides of the LCDD preset (budget_ratio, mode, ...; store='theta': the memory option for 16-bit models; layer_build=False: no masked-weight copy held for the backward pass, slower)
+    lcdd:dict = field(default_factory=dict) # overrides of the LCDD preset (budget_ratio, mode, ...; store='theta': the memory option for 16-bit models; layer_build=False: no masked-weight copy held for the backward pass, slower; fuse=True: the masked-weight build compiled into fused kernels)
     trigger:dict = field(default_factory=dict) # overrides of the trigger preset (steps, L, mode, ...)
     judges:list = field(default_factory=lambda: ['offline']) # 'offline', 'wildguard', 'harmbench', 'style' (a dict gives a model)
     utility:dict = field(default_factory=dict) # {'facts': {}, 'mmlu': {'src': ..., 'limit': ...}, 'hellaswag': {...}, 'loglik': {'src': ..., 'limit': ...}}; {} = the preset's
@@ -72,7 +72,7 @@ _POSITIVE = ('lr', 'epochs', 'batch_size', 'grad_accum', 'max_len', 'max_steps',
              'eta', 'lambda0', 'lambda_min', 'lambda_max', 'check_every', 'L', 'steps', 'n_prompts', 'k', 'R')
 _LCDD_KEYS = ('mode', 'epochs', 'max_steps', 'batch_size', 'max_len', 'delta_lr', 'gate_lr', 'penalty_norm', 'budget_ratio', 'eps_floor', 'lambda0', 'eta',
               'eta_up', 'warmup_steps', 'lambda_min', 'lambda_max', 'ema_beta', 'check_every', 'stall_patience', 'stall_min_gain',
-              'breach_tol', 'breach_patience', 'keep_best', 'system', 'store', 'layer_build')
+              'breach_tol', 'breach_patience', 'keep_best', 'system', 'store', 'layer_build', 'fuse')
 
 def _check_overrides(what, d, allowed):
     bad = sorted(set(d) - allowed)
@@ -102,7 +102,8 @@ def _validate(self) -> 'RunConfig':
     _check_overrides('trigger', self.trigger, set(ERASER_DEFAULTS) | {'mode'})
     if self.lcdd.get('mode', 'joint') not in MODES: _fail(f"lcdd.mode={self.lcdd['mode']!r} is not one of {MODES}.")
     if self.lcdd.get('store', 'delta') not in STORES: _fail(f"lcdd.store={self.lcdd['store']!r} is not one of {STORES}.")
-    if not isinstance(self.lcdd.get('layer_build', True), bool): _fail(f"lcdd.layer_build must be true or false, got {self.lcdd['layer_build']!r}.")
+    for k, v in (('layer_build', True), ('fuse', False)):
+        if not isinstance(self.lcdd.get(k, v), bool): _fail(f"lcdd.{k} must be true or false, got {self.lcdd[k]!r}.")
     if self.trigger.get('mode', 'circuit') not in ('circuit', 'output'): _fail(f"trigger.mode={self.trigger['mode']!r} is not 'circuit' or 'output'.")
     if self.trigger.get('units', 'embedding') not in NORM_UNITS: _fail(f"trigger.units={self.trigger['units']!r} is not one of {NORM_UNITS}.")
     if self.trigger.get('mse_norm', 'base') not in MSE_NORMS: _fail(f"trigger.mse_norm={self.trigger['mse_norm']!r} is not one of {MSE_NORMS}.")
@@ -225,6 +226,7 @@ def resolve(cfg:RunConfig) -> dict:
     lcdd_s = {**lcdd_preset(t, preset=preset), 'mode': 'joint', **cfg.lcdd}
     if lcdd_s.get('store') == 'delta': del lcdd_s['store']   # named only when it is the theta option, so the default run keeps its stage keys
     if lcdd_s.get('layer_build') is True: del lcdd_s['layer_build']   # likewise: named only when switched off
+    if lcdd_s.get('fuse') is False: del lcdd_s['fuse']   # and only when switched on
     trig_s = dict(TINY_TRIGGER if tiny else REAL_TRIGGER if real else PAPER_TRIGGER, **cfg.trigger)
     judges = cfg.judges if cfg.judges != ['offline'] or tiny or real else PAPER_JUDGES[t]
     has_mmlu = shared_data_dir() is not None and (shared_data_dir()/'mmlu').is_dir()

@@ -36,6 +36,7 @@ class BuildPlan:
         self.graphed, self.fuse, self.captures = graphed, fuse, 0
         if fuse: self._compile()
         if graphed: self._capture()
+        elif fuse: self._warm()   # compiled now, so that a compiler that cannot run here fails while the plan is made
 
     def build(self):
         "(Ws, state): every masked weight, and what the backward reads (the masks and σ'(θ) at this pass's logits)."
@@ -155,6 +156,13 @@ def _compile(self:BuildPlan):
     self._fused_build = torch.compile(lambda f, ws, ds: fused_build(spec, dtype, slices, f, ws, ds), fullgraph=True, dynamic=False)
     self._fused_grads = torch.compile(lambda f, sd, ds, Gs: fused_grads(spec, slices, nd, nm, f, sd, ds, Gs), fullgraph=True, dynamic=False)
 
+@patch
+def _warm(self:BuildPlan):
+    "Run the compiled build and its backward once, without autograd as a training step runs them, so that both compile now (without graphs, where nothing else would run them first)."
+    with torch.no_grad():
+        Ws, st = self.build()
+        self.grads([torch.zeros_like(W) for W in Ws], st, inplace=True)
+
 # %% ../nbs/01a_graphs.ipynb #de0e13e2
 class GraphedWeightsFn(torch.autograd.Function):
     "Every masked weight of a `BuildPlan` as one autograd node; the gates' STE gradient goes to their bank, as its Heaviside's would."
@@ -183,12 +191,14 @@ class ModelBuild:
     its backward replay two CUDA graphs, so a training step launches two graphs where the layer builds launch hundreds of
     small kernels from Python.
 
-    `mode`: 'auto' (graphs on CUDA; elsewhere the layer builds run), 'graphs' (the same), 'eager' (one node without graphs,
-    on any device: the graphed path's arithmetic, for tests), 'off'. `fuse`: compile the build and its backward
-    (`torch.compile` of `fused_build` and `fused_grads`) into fused kernels first; off by default until measured on a
-    GPU. `alias_grads`: each ΔW's `.grad` is the graphs' own gΔW, not autograd's copy of it (a weight-sized copy fewer
-    a step, in time and memory; a hook on ΔW's gradient is then not called, and a `.grad` kept past the next backward pass
-    is overwritten); off by default until measured on a GPU. `chunks`: the projections in this many plans of consecutive
+    `mode`: 'auto' (graphs on CUDA; elsewhere the layer builds run, or with `fuse` the fused build without graphs),
+    'graphs' (graphs on CUDA only), 'eager' (one node without graphs, on any device: the graphed path's arithmetic, for
+    tests), 'off'. `fuse`: compile the build and its backward (`torch.compile` of `fused_build` and `fused_grads`) into
+    fused kernels first, when the plan is made; off by default (on a CPU it costs seconds of compiling per plan for a
+    few per cent of a step, `nbs/11_bench.ipynb`; unmeasured on a GPU). `alias_grads`: each ΔW's `.grad` is the graphs'
+    own gΔW, not autograd's copy of it (a weight-sized copy fewer a step, in time and memory; a hook on ΔW's gradient is
+    then not called, and a `.grad` kept past the next backward pass is overwritten); off by default until measured on a
+    GPU. `chunks`: the projections in this many plans of consecutive
     layers, each built when its first projection asks and each its own autograd node, whose backward then runs as soon
     as those layers' gradients are in (freeing them, and on a GPU overlapping the rest of the backward pass) rather than
     after the whole backward pass; 1 (one plan) until measured on a GPU. Where it cannot build (not every projection
@@ -274,7 +284,8 @@ def _key(self:ModelBuild, dtype):
     "What the current plan must match to be replayed (where every tensor lies, what trains), or None where this build cannot build."
     ps = self.mods
     if self._mode == 'off' or not ps or getattr(self.module, 'gradient_checkpointing', False): return None
-    if self._mode != 'eager' and ps[0].weight.device.type != 'cuda': return None
+    if self._mode not in ('eager', 'auto') and ps[0].weight.device.type != 'cuda': return None
+    if self._mode == 'auto' and ps[0].weight.device.type != 'cuda' and not self.fuse: return None   # a CPU: the layer builds, unless fused
     if not all(lb.enabled for lb in self.layer_builds): return None
     sig, dt = [dtype, self._mode, self.fuse], None
     for p in ps:   # parameter dicts read directly: this runs every training step, for every projection
@@ -297,9 +308,11 @@ def _plans(self:ModelBuild, dtype=None) -> bool:
         if lay is None or lay[0].device != self.mods[0].delta.device: return False
         self.plans = []   # the old graphs' memory goes before new ones are captured
         groups = [[p for p in self.mods if self.chunk.get(id(p), 0) == i] for i in range(self._chunks)]
-        try: self.plans = [BuildPlan(g, *lay, dtype, graphed=self._mode != 'eager', fuse=self.fuse, cache_key=k) if g else None for g in groups]
-        except RuntimeError as e:   # a CUDA graph that cannot be captured here: the layer builds take over, with a word
-            warnings.warn(f"The carrier's build could not be captured as a CUDA graph ({e}); falling back to the layer builds (model_build.mode = 'off').")
+        graphed = self._mode != 'eager' and self.mods[0].delta.device.type == 'cuda'
+        try: self.plans = [BuildPlan(g, *lay, dtype, graphed=graphed, fuse=self.fuse, cache_key=k) if g else None for g in groups]
+        except RuntimeError as e:   # a CUDA graph that cannot be captured here, or a compiler that cannot run: the layer builds take over, with a word
+            how = 'captured as a CUDA graph' if graphed else 'compiled (fuse)' if self.fuse else 'made'
+            warnings.warn(f"The carrier's build could not be {how} ({e}); falling back to the layer builds (model_build.mode = 'off').")
             self.mode = 'off'
             return False
     return True

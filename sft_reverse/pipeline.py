@@ -172,10 +172,11 @@ def _load_sft(r): r.ft = load_sft_dir(run_path(r.out, 'sft'), r.res['dtype'], r.
 # %% ../nbs/09b_pipeline.ipynb #b2425805
 def _build_lcdd(r):
     log_stage(f"lcdd: crafting the carrier ({r.res['lcdd']['mode']})", r.progress)
-    kw = dict(r.res['lcdd']); mode, store, layer_build = kw.pop('mode'), kw.pop('store', 'delta'), kw.pop('layer_build', True)
+    kw = dict(r.res['lcdd']); mode, store, layer_build, fuse = kw.pop('mode'), kw.pop('store', 'delta'), kw.pop('layer_build', True), kw.pop('fuse', False)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore'); carrier = make_carrier(r.base, r.ft, seed=r.res['seed'], store=store)
     for b in carrier.layer_builds: b.enabled = layer_build   # off: the memory-lean MaskedLinearFn path (see the delta notebook)
+    carrier.model_build.fuse = fuse   # on: the masked-weight build compiled into fused kernels (see the graphs notebook)
     ck = latest_checkpoint(_ckpt(r, 'lcdd'))
     if ck is not None: log_stage(f"lcdd: resuming LCDD run from {ck.name}", r.progress)
     h = lcdd(carrier, r.tok, r.task.train, mode=mode, ft=r.ft if mode == 'mask_kl' else None, out_dir=r.out/'lcdd'/'ckpt',

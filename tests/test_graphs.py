@@ -1,9 +1,10 @@
 """The carrier's model build (`graphs.ModelBuild`) against the layer builds, over several optimizer steps: on CPU its
 arithmetic without graphs (mode 'eager'), on CUDA the captured graphs. Losses and every gradient must be equal bit for
 bit, with gradient accumulation over two micro-batches, with only the gates training, and under bf16 autocast. With the
-fused option (`fuse`, compiled by `torch.compile`) the masked weights and gΔW stay exact and the gate gradients agree
-within 1e-5. With `alias_grads` each ΔW's `.grad` is the graphs' own tensor, and the numbers are unchanged. With `chunks`
-each layer's plan (graphs) is its own node, and the numbers are unchanged."""
+fused option (`fuse`, compiled by `torch.compile`; on a CPU without graphs, under mode 'auto') the masked weights and gΔW
+stay exact and the gate gradients agree within 1e-5, and a compiler that cannot run leaves the layer builds to train.
+With `alias_grads` each ΔW's `.grad` is the graphs' own tensor, and the numbers are unchanged. With `chunks` each
+layer's plan (graphs) is its own node, and the numbers are unchanged."""
 import pytest, torch, transformers
 from sft_reverse.carrier import make_carrier, perturbed
 
@@ -68,10 +69,10 @@ def test_model_build_matches_layer_builds(device, case, chunks):
 
 @pytest.mark.parametrize('device', DEVICES)
 def test_fused_build_matches_layer_builds(device):
-    mode = 'graphs' if device == 'cuda' else 'eager'
+    mode = 'auto'   # with `fuse`, on CUDA the graphs of the fused kernels; on a CPU the fused kernels without graphs
     la, ga, _ = _run('off', torch.float32, device, steps=1)
     lb, gb, cb = _run(mode, torch.float32, device, steps=1, fuse=True)
-    assert cb.model_build.plan.fuse and la == lb   # the forward pass is exact
+    assert cb.model_build.plan.fuse and cb.model_build.plan.graphed == (device == 'cuda') and la == lb   # the forward pass is exact
     for n in ga:
         if n.endswith('.logits'): torch.testing.assert_close(gb[n], ga[n], rtol=1e-5, atol=1e-5*ga[n].abs().max().item())
         else: assert torch.equal(ga[n], gb[n]), n
@@ -86,8 +87,21 @@ def test_a_build_that_cannot_be_made_falls_back_to_the_layer_builds(monkeypatch)
     la, ga, _ = _run('off', torch.float32, 'cpu', steps=1)
     def fail(self, *a, **k): raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
     monkeypatch.setattr(graphs.BuildPlan, '__init__', fail)
-    with pytest.warns(UserWarning, match="could not be captured as a CUDA graph.*falling back to the layer builds"):
+    with pytest.warns(UserWarning, match="could not be made.*falling back to the layer builds"):
         lb, gb, cb = _run('eager', torch.float32, 'cpu', steps=1)
+    assert cb.model_build.mode == 'off' and cb.model_build.plan is None
+    assert la == lb and all(torch.equal(ga[n], gb[n]) for n in ga)
+
+
+def test_a_compiler_that_cannot_run_falls_back_to_the_layer_builds(monkeypatch):
+    "With `fuse` on a CPU the plan compiles when it is made: a compiler that fails there (here: made to fail) warns, switches the build off, and the step runs as the layer builds would."
+    la, ga, _ = _run('off', torch.float32, 'cpu', steps=1)
+    def compile_(fn, **kw):
+        def failed(*a, **k): raise RuntimeError("InductorError: CppCompileError: C++ compile error: g++: not found")
+        return failed
+    monkeypatch.setattr(torch, 'compile', compile_)
+    with pytest.warns(UserWarning, match=r"could not be compiled \(fuse\) \(InductorError.*falling back to the layer builds"):
+        lb, gb, cb = _run('auto', torch.float32, 'cpu', steps=1, fuse=True)
     assert cb.model_build.mode == 'off' and cb.model_build.plan is None
     assert la == lb and all(torch.equal(ga[n], gb[n]) for n in ga)
 

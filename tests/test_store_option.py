@@ -60,3 +60,26 @@ def test_layer_build_off_runs_the_same_lcdd(tmp_path, monkeypatch):
     ho, hf = (json.loads((tmp_path/k/'lcdd'/'history.json').read_text())['history'] for k in ('on', 'off'))
     assert len(ho) == len(hf) > 0
     for a, b in zip(ho, hf): assert abs(a['loss'] - b['loss']) <= 1e-5*max(1.0, abs(a['loss'])), (a, b)
+
+
+def test_fuse_runs_the_same_lcdd(tmp_path, monkeypatch):
+    "`lcdd.fuse: true` compiles the masked-weight build (on a CPU, without graphs) and gives the default's LCDD: the same gates, losses within float tolerance (a gate's gradient is summed in the compiler's order)."
+    from sft_reverse.graphs import BuildPlan
+    fused = []
+    orig = BuildPlan._warm
+    def counted(self):
+        fused.append(len(self.mods)); return orig(self)   # a fused plan, compiled as it is made
+    monkeypatch.setattr(BuildPlan, '_warm', counted)
+    cfgs = {k: RunConfig(**dict(SMALL, lcdd=dict(SMALL['lcdd'], **({} if k == 'default' else dict(fuse=True))), out_dir=str(tmp_path/k)))
+            for k in ('default', 'fused')}
+    res = dict(default=run(cfgs['default'], progress=False))
+    assert not fused and 'fuse' not in res['default']['config']['lcdd']
+    shutil.copytree(tmp_path/'default', tmp_path/'fused')
+    res['fused'] = run(cfgs['fused'], progress=False)
+    assert fused and res['fused']['config']['lcdd']['fuse'] is True
+    kd, kf = (stage_keys(resolve(c)) for c in cfgs.values())
+    assert kd['sft'] == kf['sft'] and kd['lcdd'] != kf['lcdd']
+    hd, hf = (json.loads((tmp_path/k/'lcdd'/'history.json').read_text())['history'] for k in ('default', 'fused'))
+    assert len(hd) == len(hf) > 0
+    for a, b in zip(hd, hf): assert abs(a['loss'] - b['loss']) <= 1e-5*max(1.0, abs(a['loss'])), (a, b)
+    assert res['default']['sparsity'] == res['fused']['sparsity']
