@@ -6,7 +6,7 @@
 __all__ = ['BUILD_MODES', 'BuildPlan', 'fused_build', 'fused_grads', 'GraphedWeightsFn', 'ModelBuild']
 
 # %% ../nbs/01a_graphs.ipynb #f0a99570
-import warnings
+import types, warnings
 import torch
 from fastcore.basics import patch
 from .gates import bracket, unbracket
@@ -149,12 +149,16 @@ def fused_grads(spec, slices, need_d, need_m, f, sd, ds, Gs):
     return gd, gf*sd
 
 # %% ../nbs/01a_graphs.ipynb #1cb373c5
+def _own_code(fn):
+    "`fn` with a code object of its own: `torch.compile` keeps its compiled entries per code object, so functions made by one `lambda` (one per plan) would otherwise count as recompiles of each other and hit its recompile limit (8) from the ninth plan on."
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
 @patch
 def _compile(self:BuildPlan):
-    "Compile `fused_build` and `fused_grads` for this plan (static shapes: the weights never change shape)."
+    "Compile `fused_build` and `fused_grads` for this plan (static shapes: the weights never change shape), each with its own compiled entry."
     spec, dtype, slices, nd, nm = self.spec, self.dtype, self.slices, self.need_d, self.need_m
-    self._fused_build = torch.compile(lambda f, ws, ds: fused_build(spec, dtype, slices, f, ws, ds), fullgraph=True, dynamic=False)
-    self._fused_grads = torch.compile(lambda f, sd, ds, Gs: fused_grads(spec, slices, nd, nm, f, sd, ds, Gs), fullgraph=True, dynamic=False)
+    self._fused_build = torch.compile(_own_code(lambda f, ws, ds: fused_build(spec, dtype, slices, f, ws, ds)), fullgraph=True, dynamic=False)
+    self._fused_grads = torch.compile(_own_code(lambda f, sd, ds, Gs: fused_grads(spec, slices, nd, nm, f, sd, ds, Gs)), fullgraph=True, dynamic=False)
 
 @patch
 def _warm(self:BuildPlan):
@@ -306,6 +310,8 @@ def _plans(self:ModelBuild, dtype=None) -> bool:
     if self.plan is None or self.plan.cache_key != k:
         lay = self.bank.layout()
         if lay is None or lay[0].device != self.mods[0].delta.device: return False
+        k = self._key(dtype)   # keyed again: the first layout moves the gates' logits into the bank's flat tensor, which the key reads
+        if self.plan is not None and self.plan.cache_key == k: return True
         self.plans = []   # the old graphs' memory goes before new ones are captured
         groups = [[p for p in self.mods if self.chunk.get(id(p), 0) == i] for i in range(self._chunks)]
         graphed = self._mode != 'eager' and self.mods[0].delta.device.type == 'cuda'

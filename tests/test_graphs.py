@@ -11,8 +11,8 @@ from sft_reverse.carrier import make_carrier, perturbed
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
-def _carrier(dtype, device):
-    cfg = transformers.Qwen3Config(hidden_size=32, num_hidden_layers=2, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+def _carrier(dtype, device, layers=2):
+    cfg = transformers.Qwen3Config(hidden_size=32, num_hidden_layers=layers, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
                                    head_dim=8, vocab_size=64, tie_word_embeddings=False)
     torch.manual_seed(0)
     base = transformers.Qwen3ForCausalLM(cfg).to(device=device, dtype=dtype)
@@ -22,9 +22,9 @@ def _carrier(dtype, device):
     return c
 
 
-def _run(mode, dtype, device, steps=3, micro=1, gates_only=False, autocast=False, fuse=False, alias=False, chunks=1):
+def _run(mode, dtype, device, steps=3, micro=1, gates_only=False, autocast=False, fuse=False, alias=False, chunks=1, layers=2):
     "Losses and the last step's gradients of `steps` AdamW steps, each over `micro` micro-batches."
-    c = _carrier(dtype, device)
+    c = _carrier(dtype, device, layers)
     c.model_build.mode, c.model_build.fuse, c.model_build.alias_grads, c.model_build.chunks = mode, fuse, alias, chunks
     if gates_only:
         for p in c.deltas.values(): p.delta.requires_grad_(False)
@@ -79,6 +79,28 @@ def test_fused_build_matches_layer_builds(device):
     la, _, _ = _run('off', torch.float32, device, steps=3, micro=2)
     lb, _, _ = _run(mode, torch.float32, device, steps=3, micro=2, fuse=True)
     torch.testing.assert_close(torch.tensor(lb), torch.tensor(la), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_fused_plans_beyond_the_compile_cache_limit(device):
+    "Ten fused plans (one per layer): each compiles its own entry, where one shared entry would fail at torch.compile's recompile limit (8) with the ninth."
+    la, ga, _ = _run('off', torch.float32, device, steps=1, layers=10)
+    lb, gb, cb = _run('auto', torch.float32, device, steps=1, fuse=True, chunks=10, layers=10)
+    assert len(cb.model_build.plans) == 10 and all(p.fuse for p in cb.model_build.plans) and la == lb
+    assert all(torch.equal(ga[n], gb[n]) for n in ga if not n.endswith('.logits'))
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_a_fresh_carrier_makes_its_plan_once(device):
+    "The first pass lays the gates' logits out in the bank's flat tensor, which the plan's key reads: the plan is keyed after that, so the second pass replays it rather than making (capturing, compiling) another."
+    c = _carrier(torch.float32, device)
+    c.model_build.mode = 'graphs' if device == 'cuda' else 'eager'
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0)).to(device)
+    plans = []
+    for _ in range(3):
+        c(input_ids=ids, labels=ids).loss.backward(); c.zero_grad(set_to_none=True)
+        plans.append(c.model_build.plan)
+    assert plans[0] is not None and plans[0] is plans[1] is plans[2]
 
 
 def test_a_build_that_cannot_be_made_falls_back_to_the_layer_builds(monkeypatch):
