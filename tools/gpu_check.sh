@@ -6,7 +6,7 @@
 # files: a device call that returns at most 8 should tar it.
 #   1. exactness (tests/test_exactness.py: MaskedLinearFn against autograd, the layer builds against MaskedLinearFn,
 #      float64 gradchecks, the frozen cache; tests/test_graphs.py: the CUDA-graphed model build against the layer
-#      builds over several steps) on CUDA;
+#      builds over several steps, the fused kernels included, which compile on first use) on CUDA;
 #   2. tools/step_variants.py on the Qwen3-0.6B shape and on 8 layers of the 8B shape, in one process each: the LCDD
 #      step (graphed), with each option (early sync, aliased gradients, fused kernels, all three; on 0.6B also the graphs
 #      in 4 chunks of layers and one per layer), with the layer builds,
@@ -40,7 +40,7 @@ step() { local name=$1 limit=$2; shift 2
          stamp "$name"; timeout "$limit" "$@"; }
 $py -c "import torch, transformers, accelerate; print('torch', torch.__version__, '| transformers', transformers.__version__, '| accelerate', accelerate.__version__, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
 
-step "1. exactness tests" 150 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py tests/test_graphs.py 2>&1 | grep -v Warning | tee "$out/tests.log"
+step "1. exactness tests" 200 $py -m pytest -q -s -p no:cacheprovider tests/test_exactness.py tests/test_graphs.py 2>&1 | grep -v Warning | tee "$out/tests.log"
 
 step "2. graphed build and its options, layer builds, rebuild, ungated, SFT eager and compiled, in one process" 200 \
   $py tools/step_variants.py "${Q[@]}" --device "$dev" --dtype "$dt" --batch 8 --seq "$s1" --reps $(( reps*3 )) --fused --chunked --compiled-sft 2>&1 | tee "$out/step_variants.log"
