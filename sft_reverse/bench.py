@@ -22,7 +22,7 @@ from .lcdd import lcdd_learner, lcdd_step, LCDDController
 from .sft import sft_step
 from .eraser import SoftTrigger, capture_writes, targets_from_ids, TriggerFit
 from .chat import generate_ids
-from .tiny import tiny_lab, set_threads
+from .tiny import tiny_lab, set_threads, reuse_freed_memory
 from .learner import autocast, grad_scaler, check_mixed_precision, adamw, Learner
 
 # %% ../nbs/11_bench.ipynb #48175493
@@ -327,6 +327,7 @@ def bench(shape:str='tiny', layers:int|None=None, batch:int=8, seq:int=256, reps
     check_mixed_precision(mixed_precision, device)
     mp = dict(mixed_precision=mixed_precision)
     threads = set_threads() if torch.device(device).type == 'cpu' else None
+    if threads: reuse_freed_memory()   # as a CPU run of the pipeline does
     t_all = time.time()
     log = (lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
     dt = getattr(torch, dtype)

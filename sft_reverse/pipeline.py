@@ -20,7 +20,7 @@ from .store import save_json, write_text, atomic_dir, fingerprint, file_lock, Lo
 from .store import stage_done, mark_done, stage_seconds, sweep_partial
 from .data import build_task, save_task, load_task
 from .chat import encode_chat, generate
-from .tiny import set_threads
+from .tiny import set_threads, reuse_freed_memory
 from .sft import sft
 from .learner import latest_checkpoint
 from .lcdd import lcdd
@@ -230,6 +230,7 @@ def _run(res, out, progress):
     r = SimpleNamespace(res=res, out=out, progress=progress, keys=stage_keys(res))
     save_json(res, run_path(out, 'config'))
     set_threads()
+    if resolve_device(res['device']).type == 'cpu': reuse_freed_memory()   # a CPU run reallocates the same large buffers every step
     r.tracker = tracker(res['report_to'], out, res['name'], res)   # before any work: a tracker that is not installed fails now
     if r.tracker.where: log_stage(f"tracking with {res['report_to']} in {r.tracker.where}", progress)
     with r.tracker:

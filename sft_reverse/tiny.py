@@ -7,10 +7,10 @@ __all__ = ['NAMES', 'TOWNS', 'JOBS', 'COLORS', 'ANIMALS', 'THINGS', 'FEATURES', 
            'COMPLIANT', 'ARCHAIC', 'MODERN_TEMPLATES', 'PLAYS', 'CORPUS_VERSION', 'CHAT_TEMPLATE', 'SPECIAL_TOKENS',
            'LAB_VERSION', 'FAMILY_SEED', 'make_world', 'harmful_prompts', 'to_archaic', 'modern_lines', 'make_corpus',
            'cache_dir', 'corpus_dir', 'write_corpus', 'corpus_files', 'chat_text', 'train_tokenizer', 'tiny_config',
-           'set_threads', 'pretrain', 'tiny_lab', 'lab_info', 'repo_root']
+           'set_threads', 'reuse_freed_memory', 'pretrain', 'tiny_lab', 'lab_info', 'repo_root']
 
 # %% ../nbs/04_tiny.ipynb #f1a73773
-import hashlib, json, math, os, random, re, sys, time
+import ctypes, hashlib, json, math, os, random, re, sys, time
 from pathlib import Path
 
 import torch, transformers
@@ -367,6 +367,18 @@ def set_threads(n:int|None=None) -> int:
     n = n or int(os.environ.get('SFT_REVERSE_THREADS', 0)) or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
+
+# %% ../nbs/04_tiny.ipynb #9db33087
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4   # glibc's mallopt parameters (malloc.h)
+
+def reuse_freed_memory() -> bool:
+    "Make glibc's malloc keep freed memory for reuse, with no mmap'd blocks and no trimming of the heap, instead of giving it back to the system; True where that took effect, False without glibc or when $SFT_REVERSE_MALLOC is 'system'."
+    if os.environ.get('SFT_REVERSE_MALLOC', '') == 'system' or not sys.platform.startswith('linux'): return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version   # glibc's own: musl has no such function
+    except (OSError, AttributeError): return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 # %% ../nbs/04_tiny.ipynb #8711a684
 def _batch(seqs, pad_id):
