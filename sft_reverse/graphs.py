@@ -202,12 +202,12 @@ class ModelBuild:
     few per cent of a step, `nbs/11_bench.ipynb`; unmeasured on a GPU). `alias_grads`: each ΔW's `.grad` is the graphs'
     own gΔW, not autograd's copy of it (a weight-sized copy fewer a step, in time and memory; a hook on ΔW's gradient is
     then not called, and a `.grad` kept past the next backward pass is overwritten); off by default until measured on a
-    GPU. `chunks`: the projections in this many plans of consecutive
-    layers, each built when its first projection asks and each its own autograd node, whose backward then runs as soon
-    as those layers' gradients are in (freeing them, and on a GPU overlapping the rest of the backward pass) rather than
-    after the whole backward pass; 1 (one plan) until measured on a GPU. Where it cannot build (not every projection
-    trains in the weight form with the delta store, a bias, a gradient-checkpointed or sharded model, the layer builds
-    switched off) each projection falls back to its `LayerBuild`."""
+    GPU. `chunks`: the projections in this many plans of consecutive layers, each built when its first projection asks
+    and each its own autograd node, whose backward then runs as soon as those layers' gradients are in (freeing them,
+    and on a GPU overlapping the rest of the backward pass) rather than after the whole backward pass; 1 (one plan)
+    until measured on a GPU. Where it cannot build (not every projection trains in the weight form with the delta store,
+    a bias, a gradient-checkpointed or sharded model, the layer builds switched off) each projection falls back to its
+    `LayerBuild`."""
     def __init__(self, mods:list, bank, layer_builds:list, mode:str='auto', fuse:bool=False, alias_grads:bool=False, chunks:int=1):
         self.mods, self.bank, self.layer_builds, self.fuse, self.alias_grads = list(mods), bank, list(layer_builds), fuse, alias_grads
         self.fallback = {id(p): lb for lb in self.layer_builds for p in lb.mods}
@@ -288,8 +288,7 @@ def _key(self:ModelBuild, dtype):
     "What the current plan must match to be replayed (where every tensor lies, what trains), or None where this build cannot build."
     ps = self.mods
     if self._mode == 'off' or not ps or getattr(self.module, 'gradient_checkpointing', False): return None
-    if self._mode not in ('eager', 'auto') and ps[0].weight.device.type != 'cuda': return None
-    if self._mode == 'auto' and ps[0].weight.device.type != 'cuda' and not self.fuse: return None   # a CPU: the layer builds, unless fused
+    if ps[0].weight.device.type != 'cuda' and not (self._mode == 'eager' or (self._mode == 'auto' and self.fuse)): return None   # no graphs: only eager, or auto when fused
     if not all(lb.enabled for lb in self.layer_builds): return None
     sig, dt = [dtype, self._mode, self.fuse], None
     for p in ps:   # parameter dicts read directly: this runs every training step, for every projection

@@ -19,7 +19,8 @@ noise. Each variant changes the carrier for the length of one step and puts it b
 - `alias`: the graphed step with `model_build.alias_grads` on: each ΔW's `.grad` is the graphs' own gΔW, not
   autograd's copy of it (the same graphs, switched in Python only; on a CPU, where nothing is graphed, the same as `lcdd`).
 - `fused` (with `--fused`): a copy of the carrier whose model build compiles its build and backward into fused kernels
-  (`model_build.fuse = True`) before capturing them; a copy, so that neither plan is captured anew each round.
+  (`model_build.fuse = True`) before capturing them (on a CPU, under mode 'auto', without graphs); a copy, so that neither
+  plan is captured anew each round.
 - `fused_all` (with `--fused`): the fused copy with `alias_grads` and the early sync as well: every option at once.
 - `chunked4` and `chunked` (with `--chunked`): copies of the carrier whose model build has 4 plans of consecutive
   layers, or one plan per layer (`model_build.chunks`): each plan's masked weights built at its first projection, and
@@ -96,7 +97,6 @@ def main():
     fns = dict(lcdd=lcdd, sft=sft, sync_fwd=early(lcdd), sft_sync_fwd=early(sft), alias=alias, layers=layers, **({} if a.device == 'cuda' else dict(eager=eager)), rebuild=rebuild, add=swapped(lambda self, x: F.linear(x, (self.weight + self.delta).to(x.dtype))))
     if a.fused:
         cf = copy.deepcopy(car); cf.model_build.fuse = True
-        if a.device != 'cuda': cf.model_build.mode = 'eager'   # the fused arithmetic without graphs
         fns['fused'] = fstep = lcdd_stepper(cf, batch)
         def fused_all():
             cf.model_build.alias_grads, fstep.learn.sync = True, 'forward'
